@@ -1,0 +1,98 @@
+"""The evaluation report: threshold presets chosen on validation, measured on test (and every split).
+
+Every figure says which split and how many patients and patches it was measured on, since a
+number without its denominator cannot be judged.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from pipeline import metrics
+
+PRESET_LABELS = {
+    "default": "0.5 (default)",
+    "f1_optimal": "F1-optimal (val)",
+    "youden_j": "Youden's J (val)",
+    "sensitivity_95": "95% sensitivity (val)",
+}
+
+
+def split_rows(table: pd.DataFrame, split: str) -> pd.DataFrame:
+    """Rows of one split, or every row for 'all'."""
+    return table if split == "all" else table[table["split"] == split]
+
+
+def describe(rows: pd.DataFrame) -> dict:
+    return {"n_patients": int(rows["patient_id"].nunique()), "n_patches": int(len(rows)),
+            "n_positive": int(rows["label"].sum())}
+
+
+def per_patient_table(rows: pd.DataFrame, threshold: float) -> pd.DataFrame:
+    """One row per patient: patches, true and predicted IDC %, F1, sensitivity, specificity, errors."""
+    codes, pids = pd.factorize(rows["patient_id"], sort=True)
+    c = metrics.grouped_confusion_at(codes, rows["label"].to_numpy(), rows["prob"].to_numpy(), threshold, len(pids))
+    r = metrics.rates_from_counts(**c)
+    n = c["tn"] + c["fp"] + c["fn"] + c["tp"]
+    split = rows.groupby(codes)["split"].first().to_numpy() if "split" in rows else ""
+    return pd.DataFrame({
+        "patient_id": np.asarray(pids, dtype=str), "split": split, "patches": n,
+        "true_idc_pct": 100 * (c["tp"] + c["fn"]) / n, "pred_idc_pct": 100 * (c["tp"] + c["fp"]) / n,
+        "f1": r["f1"], "sensitivity": r["sensitivity"], "specificity": r["specificity"],
+        "false_pos": c["fp"], "false_neg": c["fn"], "errors": c["fp"] + c["fn"],
+    })
+
+
+def evaluate_split(rows: pd.DataFrame, thresholds: dict[str, float]) -> dict:
+    y, p = rows["label"].to_numpy(), rows["prob"].to_numpy()
+    out = describe(rows)
+    out["roc_auc"] = metrics.roc_auc(y, p) if len(y) else float("nan")
+    out["pr_auc"] = metrics.average_precision(y, p) if len(y) else float("nan")
+    out["at"] = {name: metrics.metrics_at(y, p, t) for name, t in thresholds.items()}
+    if "prob_uncalibrated" in rows:
+        out["ece_uncalibrated"] = metrics.expected_calibration_error(y, rows["prob_uncalibrated"].to_numpy())
+    out["ece"] = metrics.expected_calibration_error(y, p)
+    out["reliability"] = {k: v.tolist() for k, v in metrics.reliability_bins(y, p).items()}
+    return out
+
+
+def evaluate(table: pd.DataFrame, thresholds: dict[str, float] | None = None) -> dict:
+    """The full report. Presets are chosen on 'val' unless given (e.g. carried over from a trained run)."""
+    if thresholds is None:
+        val = split_rows(table, "val")
+        thresholds = metrics.threshold_presets(val["label"].to_numpy(), val["prob"].to_numpy())
+        chosen_on = {"split": "val", **describe(val)}
+    else:
+        chosen_on = {"split": "carried over from the training run"}
+    report = {"thresholds": thresholds, "thresholds_chosen_on": chosen_on, "splits": {}}
+    for split in ("test", "val", "train", "all"):
+        rows = split_rows(table, split)
+        if len(rows):
+            report["splits"][split] = evaluate_split(rows, thresholds)
+    primary = thresholds.get("f1_optimal", 0.5)
+    report["per_patient"] = {"threshold": primary,
+                             "rows": per_patient_table(table, primary).to_dict(orient="records")}
+    return report
+
+
+def format_report(report: dict, split: str = "test") -> str:
+    """A readable summary of one split (test by default) for the command line."""
+    s = report["splits"].get(split) or next(iter(report["splits"].values()))
+    split = split if split in report["splits"] else next(iter(report["splits"]))
+    lines = [
+        f"Evaluation on the {split} split: {s['n_patients']} patients, {s['n_patches']:,} patches "
+        f"({s['n_positive']:,} IDC-positive)",
+        f"  ROC-AUC {s['roc_auc']:.3f}   PR-AUC {s['pr_auc']:.3f}   "
+        f"ECE {s.get('ece_uncalibrated', float('nan')):.3f} -> {s['ece']:.3f} after calibration",
+        f"  thresholds chosen on: {report['thresholds_chosen_on'].get('split')}"
+        + (f" ({report['thresholds_chosen_on']['n_patients']} patients, "
+           f"{report['thresholds_chosen_on']['n_patches']:,} patches)" if "n_patients" in report["thresholds_chosen_on"] else ""),
+        f"  {'operating point':<24}{'thr':>7}{'prec':>7}{'sens':>7}{'spec':>7}{'F1':>7}{'BAcc':>7}{'MCC':>7}   TP/FP/FN/TN",
+    ]
+    for name, m in s["at"].items():
+        lines.append(
+            f"  {PRESET_LABELS.get(name, name):<24}{m['threshold']:>7.3f}{m['precision']:>7.3f}{m['sensitivity']:>7.3f}"
+            f"{m['specificity']:>7.3f}{m['f1']:>7.3f}{m['balanced_accuracy']:>7.3f}{m['mcc']:>7.3f}"
+            f"   {m['tp']}/{m['fp']}/{m['fn']}/{m['tn']}"
+        )
+    return "\n".join(lines)

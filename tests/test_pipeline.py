@@ -1,0 +1,73 @@
+"""The whole pipeline on a tiny synthetic cohort, and on the real sample when it is present."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from pipeline import store
+from pipeline.__main__ import main as cli
+
+
+def test_run_writes_every_artifact_the_app_reads(tiny_run):
+    for name in (store.RUN_META, store.MANIFEST, store.PATCHES, store.SPLIT, store.MODEL, store.HISTORY,
+                 store.SCORES, store.EVALUATION, store.INGEST_REPORT):
+        assert (tiny_run / name).exists(), name
+    run = store.load_run(tiny_run)
+    assert run.synthetic and run.meta["cam_layer"] == "last_conv"
+    assert len(run.table) == len(run.patches) > 0
+    assert run.table["prob"].between(0, 1).all()
+    # no patient in two splits, and all three splits are used
+    assert (run.table.groupby("patient_id")["split"].nunique() == 1).all()
+    assert set(run.table["split"]) == {"train", "val", "test"}
+    # region masks travel with a synthetic run
+    pid = run.table["patient_id"].iloc[0]
+    assert store.read_region_mask(tiny_run, pid) is not None
+
+
+def test_evaluation_says_split_and_counts(tiny_run):
+    ev = json.loads((tiny_run / store.EVALUATION).read_text())
+    test = ev["splits"]["test"]
+    run = store.load_run(tiny_run)
+    rows = run.table[run.table["split"] == "test"]
+    assert test["n_patches"] == len(rows) and test["n_patients"] == rows["patient_id"].nunique()
+    assert set(ev["thresholds"]) >= {"default", "f1_optimal", "youden_j", "sensitivity_95"}
+    assert ev["thresholds_chosen_on"]["split"] == "val"
+    at = test["at"]["default"]
+    assert at["tp"] + at["fp"] + at["fn"] + at["tn"] == len(rows)
+
+
+def test_rerun_with_same_inputs_skips_every_stage(tiny_run, tiny_cohort, capsys):
+    before = {p.name: p.stat().st_mtime_ns for p in tiny_run.iterdir() if p.is_file() and p.name != store.RUN_META}
+    assert cli(["run", "--data", str(tiny_cohort), "--out", str(tiny_run), "--epochs", "2", "--seed", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "unchanged inputs" in out
+    after = {p.name: p.stat().st_mtime_ns for p in tiny_run.iterdir() if p.is_file() and p.name != store.RUN_META}
+    assert before == after
+
+
+def test_score_command_reproduces_the_runs_own_scores(tiny_run, tiny_cohort, tmp_path):
+    new = tmp_path / "rescored"
+    assert cli(["score", "--run", str(tiny_run), "--data", str(tiny_cohort), "--out", str(new)]) == 0
+    a, b = store.load_run(tiny_run), store.load_run(new)
+    np.testing.assert_allclose(a.table["prob"], b.table["prob"], atol=1e-5)
+    assert b.evaluation["thresholds"] == a.evaluation["thresholds"]
+    assert set(b.table["split"]) == {"test"} and b.synthetic
+
+
+def test_cli_errors_name_the_problem(tmp_path, capsys):
+    assert cli(["run", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "r")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert cli(["score", "--run", str(tmp_path), "--data", str(tmp_path), "--out", str(tmp_path / "n")]) == 2
+    assert "not a finished, trained run" in capsys.readouterr().err
+
+
+def test_stale_scores_are_reported(tiny_run, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_run, copy)
+    store.write_scores(copy, np.zeros(3), np.zeros(3))
+    with pytest.raises(store.ArtifactError, match="stale scores"):
+        store.load_run(copy)
