@@ -129,7 +129,7 @@ class Explainer:
         self._gradcampp = METHODS["Grad-CAM++"].load()(self._linear, clone=False)
 
         z = self._linear.outputs[0]
-        two = keras.Model(self._linear.inputs,
+        two = keras.Model(self._linear.inputs[0],
                           keras.layers.Concatenate(name="not_idc_idc_logits")([keras.ops.zeros_like(z), z]),
                           name=f"{model.name}_two_logits")
 

@@ -70,8 +70,7 @@ def rebuild_slide(patches, x, y, width, height) -> np.ndarray:
 def cell_grid(x, y, values, shape: tuple[int, int], fill=np.nan) -> np.ndarray:
     """A (rows, columns) grid holding each patch's value in its cell and ``fill`` elsewhere."""
     values = np.asarray(values)
-    dtype = np.result_type(values.dtype, np.min_scalar_type(fill) if np.isfinite(fill) else np.float64)
-    grid = np.full(shape, fill, dtype=dtype)
+    grid = np.full(shape, fill, dtype=np.result_type(values, fill))
     gy, gx = cell_index(x, y)
     grid[gy, gx] = values
     return grid
@@ -113,8 +112,8 @@ def paint(image: np.ndarray, where: np.ndarray, colour: tuple[int, int, int]) ->
     return out
 
 
-def frame(side: int, top: int, left: int, size: int, thickness: int) -> np.ndarray:
-    """A (side, side) boolean square outline ``size`` px wide at (top, left), e.g. to mark a patch."""
+def square_outline(side: int, top: int, left: int, size: int, thickness: int) -> np.ndarray:
+    """A (side, side) boolean mask of a square's border, ``size`` px wide at (top, left): marks a patch."""
     box = np.zeros((side, side), bool)
     box[top:top + size, left:left + size] = True
     return outline(box, thickness)
@@ -127,6 +126,22 @@ def region_under_patch(region_mask: np.ndarray | None, x: int, y: int) -> np.nda
     return crop(region_mask, int(y) - 1, int(x) - 1, PATCH, PATCH, fill=False)
 
 
+def region_contour(region_mask: np.ndarray, step: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """The true region's outline as one polyline (x, y in pixel coordinates, NaN between pieces).
+
+    Traced on every ``step``-th pixel: a few thousand points instead of a megapixel mask.
+    """
+    from skimage import measure  # only synthetic runs need it; keeps the import off the start-up path
+
+    sampled = np.pad(np.asarray(region_mask, bool)[::step, ::step], 1).astype(np.float32)
+    pieces = measure.find_contours(sampled, 0.5)
+    if not pieces:
+        return np.zeros(0), np.zeros(0)
+    gap = np.array([[np.nan, np.nan]])
+    joined = np.concatenate([part for piece in pieces for part in (piece, gap)])[:-1]
+    return (joined[:, 1] - 1) * step, (joined[:, 0] - 1) * step
+
+
 def jpeg_data_uri(rgb: np.ndarray, quality: int = 85) -> str:
     """The image as a base64 JPEG data URI: a slide goes to the browser once, compressed."""
     buf = io.BytesIO()
@@ -136,5 +151,5 @@ def jpeg_data_uri(rgb: np.ndarray, quality: int = 85) -> str:
 
 def png_bytes(rgb: np.ndarray) -> bytes:
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(rgb)).save(buf, format="PNG", compress_level=3)
+    Image.fromarray(np.ascontiguousarray(rgb)).save(buf, format="PNG", compress_level=1)
     return buf.getvalue()

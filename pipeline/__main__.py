@@ -1,4 +1,4 @@
-"""Command line: python -m pipeline {synth,run,score} ...  (see README)."""
+"""Command line: python -m pipeline {synth,run,score,compare} ...  (see README)."""
 from __future__ import annotations
 
 import argparse
@@ -34,6 +34,14 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--data", type=Path, required=True, help="dataset root with the new patients")
     c.add_argument("--out", type=Path, required=True, help="new run folder to write")
     c.add_argument("--workers", type=int, default=None)
+
+    k = sub.add_parser("compare", help="train several architectures under the same budget on the same split")
+    k.add_argument("--data", type=Path, required=True)
+    k.add_argument("--out", type=Path, default=Path("runs/compare"))
+    k.add_argument("--archs", nargs="+", choices=ARCHITECTURES, default=list(ARCHITECTURES))
+    k.add_argument("--minutes", type=float, default=5.0, help="training time budget per architecture")
+    k.add_argument("--epochs", type=int, default=30, help="epoch cap per architecture")
+    k.add_argument("--seed", type=int, default=0)
     return p
 
 
@@ -58,6 +66,13 @@ def main(argv=None) -> int:
 
             score_new_data(args.run, args.data, args.out, workers=args.workers)
             print(f"run folder: {args.out}")
+        elif args.command == "compare":
+            from pipeline.compare import compare, to_markdown
+
+            table = compare(args.data, args.out, archs=args.archs, minutes=args.minutes, epochs=args.epochs,
+                            seed=args.seed)
+            print("\n" + to_markdown(table, args.minutes))
+            print(f"written: {args.out / 'comparison.csv'} and comparison.md")
     except (ArtifactError, FileNotFoundError, BadPatchName, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -284,30 +284,33 @@ def _tissue_share(tissue_lr, in_frame, rows, cols) -> np.ndarray:
     return _block_mean((tissue_lr & in_frame).astype(np.float32), rows, cols) / np.maximum(scanned, 1e-6)
 
 
+def _blobs(rng, lr_shape, scale_px: float, share: float) -> np.ndarray:
+    """Soft mask (0..1) of irregular blobs of about ``scale_px`` covering ``share`` of the slide."""
+    field = _smooth_noise(rng, lr_shape, scale_px)
+    cut = np.quantile(field, 1.0 - share)
+    return 1.0 / (1.0 + np.exp(-6.0 * (field - cut)))
+
+
 def _compartment_weights(rng, lr_shape, idc_soft) -> np.ndarray:
     """(6, h, w) soft shares of COMPARTMENTS; the normal tissue mix varies per patient.
 
-    Normal tissue is a softmax of noise fields (stroma, fat lobules, lymphoid aggregates,
-    breast lobules); inside the IDC region it is tumour nests in desmoplastic stroma with some
-    infiltrating lymphocytes. Lymphoid aggregates and lobules give normal tissue as much
-    haematoxylin as tumour, which keeps mean colour from giving the label away.
+    Normal tissue is collagenous stroma holding compact lymphoid aggregates, lobules and fat
+    lobules, in shares drawn per patient; inside the IDC region it is tumour nests in
+    desmoplastic stroma, with the same lymphoid aggregates (infiltrating lymphocytes) and some
+    entrapped fat. Lymphoid aggregates and lobules give normal tissue as much haematoxylin as
+    tumour, which keeps mean colour from giving the label away.
     """
-    bias = np.array([0.0, rng.uniform(-0.8, 0.4), rng.uniform(-0.6, 0.4), rng.uniform(-0.5, 0.5)])
-    logits = np.stack([
-        np.zeros(lr_shape, np.float32),
-        _smooth_noise(rng, lr_shape, 70.0),
-        _smooth_noise(rng, lr_shape, 30.0),
-        _smooth_noise(rng, lr_shape, 45.0),
-    ]) + bias[:, None, None].astype(np.float32)
-    normal = np.exp(3.0 * logits)
-    normal /= normal.sum(axis=0)
-    nest_cut = rng.uniform(-0.8, 0.3)  # low: solid sheets of tumour; high: small nests
-    nest = 1.0 / (1.0 + np.exp(-4.0 * (_smooth_noise(rng, lr_shape, 9.0) - nest_cut)))
-    infiltrate = 0.15 * np.clip(normal[2] * 2.0, 0.0, 1.0)
-    zero = np.zeros(lr_shape, np.float32)
-    idc = np.stack([nest * (1.0 - infiltrate), (1.0 - nest) * (1.0 - infiltrate), zero, zero,
-                    infiltrate, zero])
-    return (1.0 - idc_soft) * np.concatenate([[zero, zero], normal]) + idc_soft * idc
+    lymph = _blobs(rng, lr_shape, 22.0, rng.uniform(0.04, 0.22))
+    lobule = _blobs(rng, lr_shape, 45.0, rng.uniform(0.10, 0.40))
+    fat = _blobs(rng, lr_shape, 70.0, rng.uniform(0.05, 0.35))
+    nest = _blobs(rng, lr_shape, rng.uniform(10.0, 20.0), rng.uniform(0.45, 0.85))
+    lobule_n = (1.0 - lymph) * lobule
+    fat_n = (1.0 - lymph) * (1.0 - lobule) * fat
+    normal = [0 * nest, 0 * nest, 1.0 - lymph - lobule_n - fat_n, fat_n, lymph, lobule_n]
+    til, fat_t = 0.5 * lymph, 0.35 * (1.0 - 0.5 * lymph) * fat
+    rest = 1.0 - til - fat_t
+    idc = [rest * nest, rest * (1.0 - nest), 0 * nest, fat_t, til, 0 * nest]
+    return np.stack([(1.0 - idc_soft) * n + idc_soft * t for n, t in zip(normal, idc)])
 
 
 def _nuclei(rng, weights, along, shape, grade):
@@ -324,7 +327,7 @@ def _nuclei(rng, weights, along, shape, grade):
     def uniform(lo, hi, n):
         return rng.uniform(lo, hi, n).astype(np.float32)
 
-    y, x, _ = _sample_points(rng, tumour / 19.0, shape)
+    y, x, _ = _sample_points(rng, tumour / 15.0, shape)
     n = y.size
     a = np.clip(rng.lognormal(math.log(size), spread, n), 1.4, 5.0).astype(np.float32)
     parts.append((y, x, a, np.maximum(a / uniform(1.0, 1.8, n), 1.1), uniform(0, np.pi, n),

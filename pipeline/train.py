@@ -58,6 +58,23 @@ def make_dataset(patches: np.ndarray, labels: np.ndarray, batch_size: int, train
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
+def _time_budget_callback(seconds: float):
+    _, keras = _tf()
+
+    class TimeBudget(keras.callbacks.Callback):
+        """Stops after the epoch that would make the next one overrun the budget (so models compare fairly)."""
+
+        def on_train_begin(self, logs=None):
+            self.t0 = time.perf_counter()
+
+        def on_epoch_end(self, epoch, logs=None):
+            elapsed = time.perf_counter() - self.t0
+            if elapsed * (epoch + 2) / (epoch + 1) > seconds:
+                self.model.stop_training = True
+
+    return TimeBudget()
+
+
 def _throughput_callback(n_train: int):
     _, keras = _tf()
 
@@ -78,8 +95,12 @@ def _throughput_callback(n_train: int):
 
 
 def train(run_dir: Path | str, arch: str = "separable", epochs: int = 12, seed: int = 0,
-          batch_size: int = 128, patience: int = 4, learning_rate: float = 2e-3, verbose: int | None = None) -> dict:
-    """Train on split 'train', select on 'val'; write model.keras and history.json into the run."""
+          batch_size: int = 128, patience: int = 4, learning_rate: float = 2e-3, verbose: int | None = None,
+          time_budget_s: float | None = None) -> dict:
+    """Train on split 'train', select on 'val'; write model.keras and history.json into the run.
+
+    ``time_budget_s`` stops training once the next epoch would not fit in that many seconds.
+    """
     tf, keras = _tf()
     from model.architectures import build_model
 
@@ -120,6 +141,8 @@ def train(run_dir: Path | str, arch: str = "separable", epochs: int = 12, seed: 
         _throughput_callback(len(tr)),
         keras.callbacks.CSVLogger(str(history_csv), append=True),
     ]
+    if time_budget_s:
+        callbacks.append(_time_budget_callback(time_budget_s))
     t0 = time.perf_counter()
     model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=class_weights(labels[tr]),
               callbacks=callbacks, verbose=verbose, shuffle=False)  # the dataset shuffles itself

@@ -71,3 +71,16 @@ def test_stale_scores_are_reported(tiny_run, tmp_path):
     store.write_scores(copy, np.zeros(3), np.zeros(3))
     with pytest.raises(store.ArtifactError, match="stale scores"):
         store.load_run(copy)
+
+
+def test_compare_trains_each_architecture_on_the_same_split(tiny_cohort, tmp_path):
+    from pipeline.compare import compare
+
+    table = compare(tiny_cohort, tmp_path / "cmp", archs=("separable", "plain"), minutes=1, epochs=1, seed=1)
+    assert table["architecture"].tolist() == ["separable", "plain"]
+    assert (table["params"] > 0).all() and (table["score_patches_per_s"] > 0).all()
+    splits = [store.read_split(tmp_path / "cmp" / a)["patients"] for a in ("separable", "plain")]
+    assert splits[0] == splits[1]
+    # the patch store is shared, not copied
+    assert (tmp_path / "cmp" / "plain" / store.PATCHES).stat().st_ino == (tmp_path / "cmp" / "separable" / store.PATCHES).stat().st_ino
+    assert "| separable |" in (tmp_path / "cmp" / "comparison.md").read_text()

@@ -1,0 +1,172 @@
+"""Cached loading: runs, derived tables, rebuilt slides, the model's explainer, CAMs, reviews.
+
+Heavy objects are shared across sessions with ``st.cache_resource`` and must be treated as
+read-only (slide arrays are flagged non-writeable to enforce it). Derived objects are keyed by
+:func:`run_key`, which changes whenever the pipeline rewrites the run's scores or evaluation, so a
+re-run pipeline is picked up without restarting the app.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from app import cohort, slides
+from app.reviews import ReviewStore
+from pipeline import evaluate, store
+
+RUNS_ENV = "IDC_RUNS"
+DEFAULT_RUNS_DIR = Path("runs")
+
+
+def runs_dir() -> Path:
+    """Where run folders are listed: $IDC_RUNS when set, else ./runs."""
+    return Path(os.environ.get(RUNS_ENV) or DEFAULT_RUNS_DIR)
+
+
+def find_runs() -> list[Path]:
+    """Run folders, newest first (listed afresh on every rerun, so a new run shows up at once)."""
+    return store.list_runs(runs_dir())
+
+
+def _modified(run_dir: Path) -> float:
+    return max(((run_dir / name).stat().st_mtime for name in (store.RUN_META, store.SCORES)
+                if (run_dir / name).exists()), default=0.0)
+
+
+def load_run(run_dir: Path) -> store.Run:
+    """The run, loaded once per version of its files; raises store.ArtifactError if broken."""
+    return _load_run(str(run_dir), _modified(run_dir))
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading the run...")
+def _load_run(path: str, modified_at: float) -> store.Run:
+    return store.load_run(path)
+
+
+def run_key(run: store.Run) -> str:
+    """Identifies what a run's derived data depend on: its folder and its scoring/evaluation stages."""
+    stages = run.meta.get("stages", {})
+    return "|".join([str(run.path.resolve()), run.meta.get("created", ""),
+                     *(str(stages.get(s, {}).get("fingerprint", "")) for s in ("ingest", "score", "evaluate"))])
+
+
+# --------------------------------------------------------------------------- per split
+@dataclass(frozen=True)
+class SplitData:
+    rows: pd.DataFrame
+    label: np.ndarray
+    prob: np.ndarray
+    described: dict  # n_patients, n_patches, n_positive
+
+
+def split_data(run: store.Run, split: str) -> SplitData:
+    return _split_data(run, run_key(run), split)
+
+
+@st.cache_resource(max_entries=16)
+def _split_data(_run: store.Run, key: str, split: str) -> SplitData:
+    rows = evaluate.split_rows(_run.table, split)
+    return SplitData(rows, rows["label"].to_numpy(), rows["prob"].to_numpy(), evaluate.describe(rows))
+
+
+def curves(run: store.Run, split: str) -> dict:
+    """Threshold-free curves of one split (ROC, PR, calibration, histogram)."""
+    return _curves(run, run_key(run), split)
+
+
+@st.cache_resource(max_entries=16, show_spinner="Computing curves...")
+def _curves(_run: store.Run, key: str, split: str) -> dict:
+    data = split_data(_run, split)
+    return cohort.curves(data.label, data.prob)
+
+
+def patients(run: store.Run) -> pd.DataFrame:
+    """One row per patient: patient_id, split, patches; ordered by split (test first) then id."""
+    return _patients(run, run_key(run))
+
+
+@st.cache_resource(max_entries=4)
+def _patients(_run: store.Run, key: str) -> pd.DataFrame:
+    t = _run.table
+    out = t.groupby("patient_id", sort=True).agg(split=("split", "first"), patches=("x", "size")).reset_index()
+    order = {s: i for i, s in enumerate(("test", "val", "train"))}
+    return out.sort_values(["split", "patient_id"], key=lambda c: c.map(order) if c.name == "split" else c,
+                           kind="stable").reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- per patient
+@dataclass(frozen=True)
+class Slide:
+    """A patient's slide, rebuilt once: pixels, geometry, the JPEG for the browser, the true region."""
+
+    rows: pd.DataFrame  # the patient's table rows (index = patch row)
+    rgb: np.ndarray  # (H, W, 3) uint8, read-only
+    grid_shape: tuple[int, int]
+    image_uri: str
+    region_mask: np.ndarray | None  # synthetic runs only
+    region_contour: tuple[np.ndarray, np.ndarray] | None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.rgb.shape[:2]
+
+
+def slide(run: store.Run, patient_id: str) -> Slide:
+    return _slide(run, run_key(run), patient_id)
+
+
+@st.cache_resource(max_entries=12, show_spinner="Rebuilding the slide...")
+def _slide(_run: store.Run, key: str, patient_id: str) -> Slide:
+    t = _run.table
+    rows = t[t["patient_id"] == patient_id]
+    args = (rows["x"].to_numpy(), rows["y"].to_numpy(), rows["width"].to_numpy(), rows["height"].to_numpy())
+    rgb = slides.rebuild_slide(_run.patches[rows.index.to_numpy()], *args)
+    rgb.flags.writeable = False
+    mask = store.read_region_mask(_run.path, patient_id) if _run.synthetic else None
+    if mask is not None:
+        mask.flags.writeable = False
+    return Slide(rows=rows, rgb=rgb, grid_shape=slides.grid_shape(*args), image_uri=slides.jpeg_data_uri(rgb),
+                 region_mask=mask, region_contour=None if mask is None else slides.region_contour(mask))
+
+
+# --------------------------------------------------------------------------- model explanations
+@st.cache_resource(max_entries=2, show_spinner="Loading the model for Grad-CAM (first time only)...")
+def _explainer(_run: store.Run, key: str):
+    import keras
+
+    from app.explain import Explainer
+    from model.architectures import LAST_CONV
+
+    path = _run.path / store.MODEL
+    if not path.exists():
+        raise store.ArtifactError(f"{path} is missing; Grad-CAM needs the trained model: re-run the pipeline.")
+    return Explainer(keras.models.load_model(path, compile=False), _run.meta.get("cam_layer") or LAST_CONV)
+
+
+def cams(run: store.Run, rows: tuple[int, ...], method: str) -> np.ndarray:
+    """(n, 50, 50) maps in [0, 1] of the evidence for IDC in the patches at ``rows``."""
+    return _cams(run, run_key(run), tuple(int(r) for r in rows), method)
+
+
+@st.cache_data(max_entries=256, show_spinner="Computing class activation maps...")
+def _cams(_run: store.Run, key: str, rows: tuple[int, ...], method: str) -> np.ndarray:
+    # target=1 always: the map shows what raises the IDC score, which is the question for a false
+    # positive (why IDC?) and for a false negative (where is the weak IDC evidence?) alike.
+    return _explainer(_run, key).cam(np.asarray(_run.patches[list(rows)]), method=method, target=1)
+
+
+# --------------------------------------------------------------------------- reviews
+@st.cache_resource(max_entries=8)
+def review_store(run_path: str) -> ReviewStore:
+    return ReviewStore(Path(run_path) / store.REVIEWS)
+
+
+def latest_verdicts(run: store.Run) -> pd.Series:
+    """The latest verdict per reviewed patch row (index = row); read fresh, reviews change often."""
+    latest = review_store(str(run.path)).latest()
+    return pd.Series(latest["verdict"].to_numpy(), index=latest["row"].to_numpy(), dtype=object)

@@ -1,0 +1,110 @@
+"""Pipeline speed on the real sample: ingest, training and scoring throughput, peak memory, store size.
+
+Run: .venv/bin/python bench/bench_pipeline.py [--data ../shared/data/idc_sample]
+Prints each figure next to its target (issue: ingest >= 8,000 patches/s warm, scoring >= 2,000
+patches/s for the default model, full dataset's store <= 2.5 GB) and, for scoring, the ratio
+against a plain `model.predict` on float32 arrays measured in the same run.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np  # noqa: E402
+
+from pipeline import ingest, store  # noqa: E402
+
+FULL_DATASET_PATCHES = 277_524
+DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "idc_sample"
+
+
+def bench_ingest(data: Path, tmp: Path) -> tuple[Path, float]:
+    ingest.ingest(data, tmp / "warm", progress=False)  # warms the page cache
+    t0 = time.perf_counter()
+    info = ingest.ingest(data, tmp / "run", progress=False)
+    total = time.perf_counter() - t0
+    n = info["n_patches"]
+    print(f"ingest (warm cache, {os.cpu_count()} cores): {n:,} patches in {total:.2f} s = {n / total:,.0f} patches/s "
+          f"end to end (scan + decode + write), decode alone {n / info['decode_seconds']:,.0f} patches/s "
+          f"[target >= 8,000]")
+    return tmp / "run", n / total
+
+
+def bench_store_size(run: Path) -> None:
+    size = (run / store.PATCHES).stat().st_size
+    n = len(store.read_patches(run))
+    full_gb = size / n * FULL_DATASET_PATCHES / 1e9
+    print(f"patch store: {size / n:,.0f} bytes/patch -> {full_gb:.2f} GB for the full {FULL_DATASET_PATCHES:,} "
+          f"patches [target <= 2.5 GB]")
+
+
+def bench_training(run: Path, epochs: int = 2) -> None:
+    import keras
+
+    from model.architectures import build_model
+    from pipeline.train import make_dataset
+
+    patches = np.asarray(store.read_patches(run))
+    labels = store.read_manifest(run)["label"].to_numpy()
+    model, _ = build_model("separable")
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
+    ds = make_dataset(patches, labels, 128, training=True)
+    model.fit(ds.take(5), verbose=0)  # trace and warm up
+    t0 = time.perf_counter()
+    model.fit(ds, epochs=epochs, verbose=0)
+    dt = time.perf_counter() - t0
+    print(f"training (default model, batch 128, augmentation on): {epochs * len(labels) / dt:,.0f} patches/s")
+
+
+def bench_scoring(run: Path, repeats: int = 3) -> None:
+    from model.architectures import build_model
+    from pipeline.score import predict_probabilities
+
+    patches = store.read_patches(run)
+    model, _ = build_model("separable")
+    n = len(patches)
+    predict_probabilities(model, patches[:2048])  # trace
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        ours = predict_probabilities(model, patches)
+    ours_rate = repeats * n / (time.perf_counter() - t0)
+
+    x = np.asarray(patches, dtype=np.float32)
+    model.predict(x[:2048], batch_size=1024, verbose=0)
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        base = model.predict(x, batch_size=1024, verbose=0)[:, 0]
+    base_rate = repeats * n / (time.perf_counter() - t0)
+    assert np.allclose(ours, base, atol=1e-5), "scorer and model.predict disagree"
+    print(f"scoring (default model, memmap -> uint8 batches): {ours_rate:,.0f} patches/s; "
+          f"baseline model.predict on float32 in memory: {base_rate:,.0f} patches/s; "
+          f"ratio {ours_rate / base_rate:.2f}x [target >= 2,000]")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    args = p.parse_args()
+    if not args.data.is_dir():
+        print(f"skipped: real patches not found at {args.data} (../shared/data/idc_sample beside the project)")
+        return 0
+    with tempfile.TemporaryDirectory() as tmp:
+        run, _ = bench_ingest(args.data, Path(tmp))
+        bench_store_size(run)
+        bench_scoring(run)
+        bench_training(run)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak memory (this process): {peak:,.0f} MiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""Compare architectures under the same training budget on the same patient split.
+
+Each architecture gets its own run folder under OUT (so each can be opened in the app); the patch
+store is ingested once and hard-linked into the others. The table is written as comparison.csv and
+comparison.md in OUT.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pipeline import store
+from pipeline.run import run_pipeline
+
+DEFAULT_ARCHS = ("separable", "plain", "efficientnetb0", "vgg16", "resnet50", "xception")
+
+
+def _share_ingest(first: Path, other: Path) -> None:
+    """Give ``other`` the first run's ingest (hard links, no copy) so its ingest stage is skipped."""
+    other.mkdir(parents=True, exist_ok=True)
+    for name in (store.MANIFEST, store.PATCHES, store.INGEST_REPORT):
+        dst = other / name
+        if not dst.exists():
+            try:
+                os.link(first / name, dst)
+            except OSError:  # another file system: fall back to a copy
+                shutil.copyfile(first / name, dst)
+    meta = store.read_meta(first)
+    store.update_meta(other, synthetic=meta.get("synthetic"), cohort=meta.get("cohort", {}),
+                      data_root=meta.get("data_root"), stages={"ingest": meta["stages"]["ingest"]})
+
+
+def _scoring_rate(run_dir: Path, n: int = 4096) -> float:
+    import keras
+
+    from pipeline.score import predict_probabilities
+
+    model = keras.models.load_model(run_dir / store.MODEL)
+    patches = store.read_patches(run_dir)[:n]
+    predict_probabilities(model, patches[:256])  # trace once
+    t0 = time.perf_counter()
+    predict_probabilities(model, patches)
+    return len(patches) / (time.perf_counter() - t0)
+
+
+def compare(data: Path | str, out: Path | str, archs=DEFAULT_ARCHS, minutes: float = 5.0, epochs: int = 30,
+            seed: int = 0) -> pd.DataFrame:
+    """Train every architecture for at most ``minutes`` (and ``epochs``) and tabulate test metrics."""
+    out = Path(out)
+    rows = []
+    first = None
+    for arch in archs:
+        run_dir = out / arch
+        if first is not None:
+            _share_ingest(first, run_dir)
+        print(f"\n== {arch}: up to {minutes:g} min of training", flush=True)
+        report = run_pipeline(data, run_dir, arch=arch, epochs=epochs, seed=seed, time_budget_s=minutes * 60)
+        first = first or run_dir
+        meta = store.read_meta(run_dir)
+        test = report["splits"]["test"]
+        at = test["at"].get("f1_optimal", test["at"]["default"])
+        rows.append({
+            "architecture": arch, "test_patients": test["n_patients"], "test_patches": test["n_patches"],
+            "f1": at["f1"], "balanced_accuracy": at["balanced_accuracy"], "roc_auc": test["roc_auc"],
+            "pr_auc": test["pr_auc"], "params": meta["train"]["params"], "epochs": meta["train"]["epochs_run"],
+            "train_patches_per_s": meta["train"]["train_patches_per_s"],
+            "score_patches_per_s": round(_scoring_rate(run_dir), 1),
+        })
+    table = pd.DataFrame(rows)
+    with store.atomic_path(out / "comparison.csv") as tmp:
+        table.to_csv(tmp, index=False)
+    with store.atomic_path(out / "comparison.md") as tmp:
+        tmp.write_text(to_markdown(table, minutes))
+    return table
+
+
+def to_markdown(table: pd.DataFrame, minutes: float) -> str:
+    head = (f"Test split ({table['test_patients'].iloc[0]} patients, {table['test_patches'].iloc[0]:,} patches), "
+            f"F1 and balanced accuracy at the validation-chosen F1-optimal threshold; "
+            f"each model trained for at most {minutes:g} min on 2 CPU cores.\n\n")
+    cols = ["architecture", "f1", "balanced_accuracy", "roc_auc", "pr_auc", "params", "epochs",
+            "train_patches_per_s", "score_patches_per_s"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in table[cols].itertuples(index=False):
+        cells = [f"{v:.3f}" if isinstance(v, (float, np.floating)) and c in ("f1", "balanced_accuracy", "roc_auc", "pr_auc")
+                 else (f"{v:,.0f}" if isinstance(v, (int, float, np.integer, np.floating)) else str(v))
+                 for c, v in zip(cols, r)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return head + "\n".join(lines) + "\n"

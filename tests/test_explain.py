@@ -1,0 +1,247 @@
+"""Grad-CAM, Grad-CAM++ and Score-CAM on the tiny run's real trained model, and the NumPy helpers."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from app.explain import (METHODS, Explainer, cam_peak, colormap_lut, overlay_cam, patch_region_masks,
+                         pointing_game)
+from pipeline import store
+
+
+@pytest.fixture(scope="module")
+def run(tiny_run):
+    return store.load_run(tiny_run)
+
+
+@pytest.fixture(scope="module")
+def model(run):
+    import keras
+
+    return keras.models.load_model(run.path / store.MODEL)
+
+
+@pytest.fixture(scope="module")
+def explainer(run, model):
+    return Explainer(model, run.meta["cam_layer"])
+
+
+@pytest.fixture(scope="module")
+def sample(run):
+    """Six patches, three of each label, as (rows, uint8 patches)."""
+    t = run.table
+    rows = np.concatenate([np.flatnonzero(t["label"].to_numpy() == lab)[[0, 7, 19]] for lab in (0, 1)])
+    return rows, np.asarray(run.patches[rows])
+
+
+def _is_normalised(cams):
+    """Every map is either flat zeros or scaled so its maximum is exactly 1 (min 0)."""
+    peak = cams.max(axis=(1, 2))
+    return np.isin(peak, (0.0, 1.0)).all() and (cams.min(axis=(1, 2)) == 0).all()
+
+
+# ------------------------------------------------------------------------------------- the methods
+@pytest.mark.parametrize("method", list(METHODS))
+def test_each_method_returns_normalised_maps(explainer, sample, method):
+    _, patches = sample
+    n = 3 if method == "Score-CAM" else len(patches)  # Score-CAM is ~0.2 s per patch on 2 cores
+    cams = explainer.cam(patches[:n], method=method)
+    assert cams.shape == (n, 50, 50) and cams.dtype == np.float32
+    assert np.isfinite(cams).all()
+    assert cams.min() >= 0.0 and cams.max() <= 1.0
+    assert _is_normalised(cams)
+    assert (cams.max(axis=(1, 2)) == 1.0).any()  # not everything flat
+    # each patch gets its own map
+    assert not np.allclose(cams[0], cams[1])
+
+
+@pytest.mark.parametrize("method", ["Grad-CAM", "Grad-CAM++"])
+def test_batch_equals_one_patch_at_a_time(explainer, sample, method):
+    _, patches = sample
+    batch = explainer.cam(patches, method=method, target=1)
+    single = np.concatenate([explainer.cam(p, method=method, target=1) for p in patches])  # (50,50,3) -> n=1
+    np.testing.assert_allclose(batch, single, atol=1e-4)
+
+
+def test_misclassified_patch_gets_a_cam(explainer, run):
+    t = run.table
+    predicted = (t["prob_uncalibrated"].to_numpy() >= 0.5).astype(int)
+    wrong = np.flatnonzero(predicted != t["label"].to_numpy())
+    assert len(wrong), "the tiny model should make some mistakes"
+    row = int(wrong[0])
+    patch = np.asarray(run.patches[row:row + 1])
+    label, pred = int(t["label"].iloc[row]), int(predicted[row])
+
+    explain_pred = explainer.cam(patch)  # target None = the predicted class
+    explain_true = explainer.cam(patch, target=label)
+    for cam in (explain_pred, explain_true):
+        assert cam.shape == (1, 50, 50) and np.isfinite(cam).all() and _is_normalised(cam)
+    np.testing.assert_array_equal(explain_pred, explainer.cam(patch, target=pred))
+    # the two classes' Grad-CAMs are ReLU(S) and ReLU(-S): they cannot coincide unless S = 0
+    assert not np.allclose(explain_pred, explain_true)
+    assert max(explain_pred.max(), explain_true.max()) == 1.0
+
+
+def test_per_patch_targets(explainer, sample):
+    _, patches = sample
+    mixed = explainer.cam(patches[:2], target=[1, 0])
+    np.testing.assert_allclose(mixed[0], explainer.cam(patches[:1], target=1)[0], atol=1e-5)
+    np.testing.assert_allclose(mixed[1], explainer.cam(patches[1:2], target=0)[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_cam_changes_when_the_input_changes(explainer, sample, method):
+    _, patches = sample
+    patch = patches[3:4].copy()
+    edited = patch.copy()
+    edited[:, :, :25] = 255  # blank the left half to glass
+    before, after = explainer.cam(patch, method=method, target=1), explainer.cam(edited, method=method, target=1)
+    assert np.abs(before - after).max() > 0.05
+
+
+def test_constant_patch_gives_finite_maps(explainer):
+    white = np.full((2, 50, 50, 3), 255, np.uint8)
+    black = np.zeros((1, 50, 50, 3), np.uint8)
+    for method in METHODS:
+        for patch in (white[:1], black):
+            cam = explainer.cam(patch, method=method)
+            assert cam.shape == (1, 50, 50) and np.isfinite(cam).all() and _is_normalised(cam)
+    assert explainer.cam(white[:0]).shape == (0, 50, 50)
+
+
+def test_flat_cam_is_all_zeros_not_nan():
+    """A model whose score ignores the CAM layer (zero head weights): zero gradients -> zeros, no NaN."""
+    import keras
+
+    inputs = keras.Input((50, 50, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", name="last_conv")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    out = keras.layers.Dense(1, activation="sigmoid", kernel_initializer="zeros")(x)
+    flat = Explainer(keras.Model(inputs, out), "last_conv")
+    patches = np.random.default_rng(0).integers(0, 256, (2, 50, 50, 3), dtype=np.uint8)
+    for method in ("Grad-CAM", "Grad-CAM++"):
+        cam = flat.cam(patches, method=method, target=1)
+        assert cam.shape == (2, 50, 50) and not np.isnan(cam).any()
+        assert (cam == 0).all()
+
+
+def test_explainer_leaves_the_model_alone_and_matches_the_scores(run, model, explainer, sample):
+    rows, patches = sample
+    probs = np.asarray(model(patches.astype(np.float32), training=False))[:, 0]
+    assert (probs > 0).all() and (probs < 1).all()  # still a sigmoid: the linear clone is separate
+    np.testing.assert_allclose(explainer.predict(patches), probs, atol=1e-5)
+    np.testing.assert_allclose(explainer.predict(patches), run.table["prob_uncalibrated"].to_numpy()[rows], atol=1e-4)
+
+
+def test_invalid_arguments(explainer, model, sample):
+    _, patches = sample
+    with pytest.raises(ValueError, match="Grad-CAM"):
+        explainer.cam(patches[:1], method="LIME")
+    with pytest.raises(ValueError, match="target"):
+        explainer.cam(patches[:1], target=2)
+    with pytest.raises(ValueError, match="target"):
+        explainer.cam(patches[:2], target=[1])
+    with pytest.raises(ValueError, match="shape"):
+        explainer.cam(patches[:, :, :, :2])
+    with pytest.raises(ValueError, match="no_such_layer"):
+        Explainer(model, "no_such_layer")
+    with pytest.raises(ValueError, match="batch, h, w"):
+        Explainer(model, "idc_probability")
+
+
+def test_one_grad_cam_is_fast_once_warm(explainer, sample):
+    _, patches = sample
+    explainer.cam(patches[:1])  # warm-up
+    times = []
+    for i in range(7):
+        t0 = time.perf_counter()
+        explainer.cam(patches[i % len(patches)][None])
+        times.append(time.perf_counter() - t0)
+    assert np.median(times) < 0.5, f"Grad-CAM took {np.median(times) * 1000:.0f} ms per patch"
+
+
+# ------------------------------------------------------------------------------------- overlay
+def test_overlay_cam(sample):
+    _, patches = sample
+    patch = patches[0]
+    cam = np.tile(np.linspace(0, 1, 50, dtype=np.float32), (50, 1))
+    out = overlay_cam(patch, cam)
+    assert out.shape == (50, 50, 3) and out.dtype == np.uint8
+    assert not np.array_equal(out, patch)
+    np.testing.assert_array_equal(overlay_cam(patch, cam, alpha=0.0), patch)
+    # alpha 1 shows only the colormap: jet runs dark blue -> dark red
+    only = overlay_cam(patch, np.zeros((50, 50)), alpha=1.0)
+    assert (only == np.array([0, 0, 128], np.uint8)).all()
+    assert (overlay_cam(patch, np.ones((50, 50)), alpha=1.0) == np.array([128, 0, 0], np.uint8)).all()
+    half = overlay_cam(patch, np.zeros((50, 50)), alpha=0.5).astype(int)
+    assert np.abs(half - (patch.astype(int) + np.array([0, 0, 128])) / 2).max() <= 1
+    # a batch of patches with a batch of maps
+    assert overlay_cam(patches[:2], np.stack([cam, cam])).shape == (2, 50, 50, 3)
+    with pytest.raises(ValueError):
+        overlay_cam(patch, cam[:10])
+    with pytest.raises(ValueError):
+        overlay_cam(patch, cam, alpha=1.5)
+    with pytest.raises(ValueError):
+        overlay_cam(patch, cam, colormap="no-such-map")
+
+
+def test_colormap_lut():
+    jet = colormap_lut("jet")
+    assert jet.shape == (256, 3) and jet.dtype == np.uint8
+    X
+    assert tuple(colormap_lut("gray")[200]) == (200, 200, 200)
+
+
+# ------------------------------------------------------------------------------------- pointing game
+def test_cam_peak_is_row_col():
+    cam = np.zeros((50, 50))
+    cam[12, 40] = 1.0
+    assert cam_peak(cam) == (12, 40)
+    with pytest.raises(ValueError):
+        cam_peak(np.zeros((2, 50, 50)))
+
+
+def test_pointing_game_exact():
+    n = 4
+    cams = np.zeros((n, 50, 50), np.float32)
+    masks = np.zeros((n, 50, 50), bool)
+    masks[:, 10:20, 30:40] = True             # the region: rows 10-19, cols 30-39 (4% of the patch)
+    cams[0, 15, 35] = 1.0                      # inside -> hit
+    cams[1, 35, 15] = 1.0                      # row/col swapped -> miss
+    cams[2, 19, 39] = 0.9                      # inside corner -> hit
+    cams[2, 0, 0] = 0.5
+    # cams[3] is flat (all zeros): a miss even though a flat argmax would land on (0, 0)
+    masks[3, 0, 0] = True
+    res = pointing_game(cams, masks)
+    assert res["n"] == 4
+    assert res["hits"].tolist() == [True, False, True, False]
+    assert res["hit_rate"] == 0.5
+    assert res["flat"] == 1
+    assert res["chance"] == pytest.approx((100 * 4 + 101) / (4 * 2500))
+    assert res["peaks"].tolist() == [[15, 35], [35, 15], [19, 39], [0, 0]]
+    with pytest.raises(ValueError):
+        pointing_game(cams, masks[:2])
+    assert pointing_game(cams[:0], masks[:0])["n"] == 0
+
+
+def test_region_masks_line_up_with_patches(run, explainer):
+    """Cropped true regions agree with the patch labels, and a CAM equal to the region always hits."""
+    t = run.table
+    rows = np.concatenate([np.flatnonzero(t["label"].to_numpy() == lab)[:40] for lab in (0, 1)])
+    masks, known = patch_region_masks(run.path, t.iloc[rows])
+    assert known.all() and masks.shape == (80, 50, 50) and masks.dtype == bool
+    share = masks.mean(axis=(1, 2))
+    assert share[40:].mean() > share[:40].mean() + 0.3  # IDC patches lie mostly inside the region
+    sel = masks.any(axis=(1, 2)) & ~masks.all(axis=(1, 2))
+    oracle = pointing_game(masks[sel].astype(np.float32), masks[sel])
+    assert oracle["hit_rate"] == 1.0
+    assert pointing_game((~masks[sel]).astype(np.float32), masks[sel])["hit_rate"] == 0.0
+    # and the real CAMs go through the same check
+    cams = explainer.cam(np.asarray(run.patches[rows[sel]]), target=1)
+    res = pointing_game(cams, masks[sel])
+    assert res["n"] == int(sel.sum()) and len(res["hits"]) == res["n"]
+    # patients without a mask (real data) are reported as unknown, not as empty regions
+    fake = t.iloc[rows[:2]].assign(patient_id="no-such-patient")
+    assert not patch_region_masks(run.path, fake)[1].any()
