@@ -18,7 +18,8 @@ from app.slides import PATCH
 
 CELL_CENTRE = (PATCH - 1) / 2  # centre of the first cell in pixel coordinates (pixel i spans i +- 0.5)
 HIGHLIGHT_COLOUR = ov.OKABE_ITO["blue"]
-SLIDE_HEIGHT_PX = 640
+SLIDE_VIEW_WIDTH_PX = 1000  # about the main column's width in the wide layout
+SLIDE_HEIGHT_RANGE_PX = (420, 820)
 CURVE_LAYOUT = dict(height=340, margin=dict(l=10, r=10, t=40, b=10), template="plotly_white")
 
 
@@ -53,14 +54,15 @@ def _legend_entries(overlay_list: list[ov.Overlay], outline: bool) -> list[go.Sc
 
 def _patch_markers(rows: pd.DataFrame, outcome: np.ndarray) -> go.Scatter:
     """One invisible, clickable marker per patch; hover shows what a pathologist asks first."""
-    custom = np.column_stack([rows.index.to_numpy(), rows["x"], rows["y"], rows["label"], rows["prob"], outcome])
+    custom = np.column_stack([rows.index.to_numpy(), rows["x"], rows["y"], rows["label"], rows["prob"]])
     return go.Scatter(
         x=rows["x"].to_numpy() - 1 + CELL_CENTRE, y=rows["y"].to_numpy() - 1 + CELL_CENTRE,
-        mode="markers", customdata=custom, showlegend=False, name="patches",
+        mode="markers", customdata=custom, text=outcome, showlegend=False, name="patches",
         marker=dict(symbol="square", size=10, color="rgba(0,0,0,0)"),
         selected=dict(marker=dict(opacity=1)), unselected=dict(marker=dict(opacity=1)),
+        hoverlabel=dict(bgcolor="white", font=dict(color="black")),
         hovertemplate=("patch x %{customdata[1]}, y %{customdata[2]}<br>label %{customdata[3]}"
-                       "<br>P(IDC) %{customdata[4]:.3f}<br>%{customdata[5]}<extra>click to inspect</extra>"),
+                       "<br>P(IDC) %{customdata[4]:.3f}<br>%{text}<extra>click to inspect</extra>"),
     )
 
 
@@ -86,6 +88,8 @@ def slide_figure(image_uri: str, shape: tuple[int, int], rows: pd.DataFrame, out
     the user's zoom while overlays or the threshold change (Plotly's uirevision).
     """
     h, w = shape
+    # Size the figure to the slide's aspect ratio so little of it is empty margin.
+    height = int(np.clip(SLIDE_VIEW_WIDTH_PX / len(panels) * h / max(w, 1) + 60, *SLIDE_HEIGHT_RANGE_PX))
     fig = make_subplots(rows=1, cols=len(panels), shared_xaxes=True, shared_yaxes=True,
                         horizontal_spacing=0.02, subplot_titles=[title for title, _ in panels])
     for col, (_, panel_overlays) in enumerate(panels, start=1):
@@ -103,9 +107,9 @@ def slide_figure(image_uri: str, shape: tuple[int, int], rows: pd.DataFrame, out
     fig.update_xaxes(range=[-0.5, w - 0.5], matches="x", showgrid=False, zeroline=False, constrain="domain")
     fig.update_yaxes(range=[h - 0.5, -0.5], showgrid=False, zeroline=False, scaleanchor="x", constrain="domain")
     fig.update_layout(
-        height=SLIDE_HEIGHT_PX, margin=dict(l=0, r=0, t=30, b=0), dragmode="pan", hovermode="closest",
+        height=height, margin=dict(l=0, r=0, t=30, b=50), dragmode="pan", hovermode="closest",
         uirevision=revision, plot_bgcolor="white", clickmode="event+select",
-        legend=dict(orientation="h", yanchor="top", y=-0.02, xanchor="left", x=0),
+        legend=dict(orientation="h", yanchor="top", y=-0.06, xanchor="left", x=0),
     )
     return fig
 
@@ -150,8 +154,8 @@ def reliability_figure(bins: dict, ece: float) -> go.Figure:
     filled = count > 0
     centres = (np.asarray(bins["lower"]) + np.asarray(bins["upper"])) / 2
     fig = go.Figure()
-    fig.add_trace(go.Bar(x=centres, y=count / max(count.sum(), 1), width=0.1, name="share of patches",
-                         marker_color="#ddd", yaxis="y2", hovertemplate="%{y:.1%} of patches<extra></extra>"))
+    fig.add_trace(go.Bar(x=centres, y=count / max(count.sum(), 1), width=0.1, name="share of patches in bin",
+                         marker_color="#ddd", hovertemplate="%{y:.1%} of patches<extra></extra>"))
     fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="#999"),
                              name="perfect calibration", hoverinfo="skip"))
     fig.add_trace(go.Scatter(x=np.asarray(bins["mean_pred"])[filled], y=np.asarray(bins["frac_pos"])[filled],
@@ -161,14 +165,12 @@ def reliability_figure(bins: dict, ece: float) -> go.Figure:
                                            "<br>%{customdata:,} patches<extra></extra>"))
     fig.update_layout(title="Calibration (reliability)", xaxis_title="Mean predicted P(IDC) in bin",
                       yaxis_title="Observed IDC fraction", **CURVE_LAYOUT,
-                      yaxis2=dict(overlaying="y", side="right", showgrid=False, tickformat=".0%",
-                                  range=[0, 1], title="share of patches"),
                       legend=dict(x=0.02, y=0.98, xanchor="left", yanchor="top"))
-    fig.update_xaxes(range=[0, 1]).update_yaxes(range=[0, 1.02], selector=dict(anchor="x"))
+    fig.update_xaxes(range=[0, 1]).update_yaxes(range=[0, 1.02])
     return fig
 
 
-def histogram_figure(hist: dict, threshold: float) -> go.Figure:
+def histogram_figure(hist: dict, threshold: float, log_counts: bool = False) -> go.Figure:
     edges = hist["edges"]
     centres, width = (edges[:-1] + edges[1:]) / 2, edges[1] - edges[0]
     fig = go.Figure()
@@ -182,6 +184,7 @@ def histogram_figure(hist: dict, threshold: float) -> go.Figure:
                       yaxis_title="Patches", **CURVE_LAYOUT,
                       legend=dict(x=0.5, y=0.98, xanchor="center", yanchor="top", orientation="h"))
     fig.update_xaxes(range=[0, 1])
+    fig.update_yaxes(type="log" if log_counts else "linear")
     return fig
 
 

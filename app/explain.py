@@ -91,12 +91,21 @@ def _normalise(raw: np.ndarray) -> np.ndarray:
     return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
+def _predicted_class_score(output):
+    """z where the model predicts IDC (z >= 0, P >= 0.5), else -z: BinaryScore of the predicted class."""
+    import tensorflow as tf
+
+    z = tf.reshape(output, (-1,))
+    return tf.where(tf.stop_gradient(z) >= 0.0, z, -z)
+
+
 class Explainer:
     """Built once per model (the app caches it with st.cache_resource); holds the tf-keras-vis objects.
 
-    Construction clones the model once (about 0.1-0.3 s for the small CNNs, longer for
-    keras.applications backbones). Calls are serialised by a lock, so one instance can be shared
-    by every Streamlit session thread.
+    Construction clones the model once (0.2-0.6 s for the small CNNs on 2 busy cores, longer for
+    keras.applications backbones; importing TensorFlow first costs 5-12 s). Once warm, Grad-CAM of
+    one patch takes about 0.1 s, Score-CAM about 0.3 s (bench/bench_gradcam.py). Calls are
+    serialised by a lock, so one instance can be shared by every Streamlit session thread.
     """
 
     def __init__(self, model, layer: str, score_cam_max_n: int = 16):
@@ -180,21 +189,26 @@ class Explainer:
         x = _as_batch(patches_uint8)
         if len(x) == 0:
             return np.zeros((0, *x.shape[1:3]), np.float32)
-        targets = self._targets(x, target)
         from tf_keras_vis.utils.scores import BinaryScore, CategoricalScore
 
         common = dict(penultimate_layer=self.layer, seek_penultimate_conv_layer=False, normalize_cam=False)
         parts = []
-        with self._lock:
-            if method == "Score-CAM":
+        if method == "Score-CAM":
+            targets = self._targets(x, target)
+            with self._lock:
                 for i in range(len(x)):
                     parts.append(self._scorecam(CategoricalScore([int(targets[i])]), x[i:i + 1],
                                                 max_N=self.score_cam_max_n, **common))
-            else:
-                vis = self._gradcam if method == "Grad-CAM" else self._gradcampp
+        else:
+            # For the predicted class, score the logit with the sign of its own value: the same as
+            # BinaryScore(predicted) but without a separate forward pass to find the prediction.
+            targets = None if target is None else self._targets(x, target)
+            vis = self._gradcam if method == "Grad-CAM" else self._gradcampp
+            with self._lock:
                 for s in range(0, len(x), _GRAD_BATCH):
-                    t = [bool(v) for v in targets[s:s + _GRAD_BATCH]]
-                    parts.append(vis(BinaryScore(t), x[s:s + _GRAD_BATCH], training=False, **common))
+                    score = (_predicted_class_score if targets is None
+                             else BinaryScore([bool(v) for v in targets[s:s + _GRAD_BATCH]]))
+                    parts.append(vis(score, x[s:s + _GRAD_BATCH], training=False, **common))
         raw = np.concatenate([np.asarray(p, np.float32).reshape(-1, *x.shape[1:3]) for p in parts])
         return _normalise(raw)
 

@@ -119,6 +119,6 @@ def compose(slide_rgb: np.ndarray, overlays: list[Overlay], opacity: float,
     blended = blocks * keep[:, None, :, None] + add[:, None, :, None]
     out = np.clip(np.rint(blended), 0, 255).astype(np.uint8).reshape(padded.shape)[:h, :w]
     if region_mask is not None:
-        border = slides.outline(slides.crop(region_mask, 0, 0, h, w, fill=False), thickness=3)
+        border = slides.crop(slides.outline(region_mask, thickness=3), 0, 0, h, w, fill=False)
         out = slides.paint(out, border, hex_to_rgb(REGION_OUTLINE_COLOUR))
     return out

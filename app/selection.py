@@ -68,8 +68,9 @@ def n_pages(n_items: int, per_page: int) -> int:
     return max(1, -(-n_items // per_page))
 
 
-def page(items: pd.DataFrame, number: int, per_page: int = 24) -> pd.DataFrame:
-    """Page ``number`` (1-based, clamped to the pages that exist) of ``items``."""
-    number = min(max(int(number), 1), n_pages(len(items), per_page))
+def page_bounds(n_items: int, number: int, per_page: int) -> tuple[int, int]:
+    """[start, stop) of page ``number`` (1-based, clamped to the pages that exist)."""
+    number = min(max(int(number), 1), n_pages(n_items, per_page))
     start = (number - 1) * per_page
-    return items.iloc[start:start + per_page]
+    return start, min(start + per_page, n_items)
+

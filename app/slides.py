@@ -119,11 +119,16 @@ def square_outline(side: int, top: int, left: int, size: int, thickness: int) ->
     return outline(box, thickness)
 
 
-def region_under_patch(region_mask: np.ndarray | None, x: int, y: int) -> np.ndarray | None:
-    """The (50, 50) part of a slide's true-region mask under patch (x, y), or None if not known."""
+def region_under_patch(region_mask: np.ndarray | None, x: int, y: int, margin: int = 0) -> np.ndarray | None:
+    """The part of a slide's true-region mask under patch (x, y), ``margin`` px wider on every side.
+
+    The margin lets an outline drawn on the crop follow the region's real border, not the patch's
+    edges. None if the region is not known (every real, non-synthetic patient).
+    """
     if region_mask is None:
         return None
-    return crop(region_mask, int(y) - 1, int(x) - 1, PATCH, PATCH, fill=False)
+    side = PATCH + 2 * margin
+    return crop(region_mask, int(y) - 1 - margin, int(x) - 1 - margin, side, side, fill=False)
 
 
 def region_contour(region_mask: np.ndarray, step: int = 4) -> tuple[np.ndarray, np.ndarray]:
@@ -140,6 +145,13 @@ def region_contour(region_mask: np.ndarray, step: int = 4) -> tuple[np.ndarray, 
     gap = np.array([[np.nan, np.nan]])
     joined = np.concatenate([part for piece in pieces for part in (piece, gap)])[:-1]
     return (joined[:, 1] - 1) * step, (joined[:, 0] - 1) * step
+
+
+def side_by_side(images: list[np.ndarray], gap: int = 20) -> np.ndarray:
+    """RGB images of equal height placed left to right with a white gap between them."""
+    spacer = np.full((images[0].shape[0], gap, 3), WHITE, np.uint8)
+    parts = [part for image in images for part in (image, spacer)][:-1]
+    return np.concatenate(parts, axis=1)
 
 
 def jpeg_data_uri(rgb: np.ndarray, quality: int = 85) -> str:

@@ -22,12 +22,12 @@ SPLIT_LABELS = {"test": "test", "val": "validation", "train": "train", "all": "a
 DEFAULTS = {"run": None, "split": "test", "threshold": 0.5, "patient": None, "patch": None, "reviewer": ""}
 URL_KEYS = ("run", "split", "threshold", "patient", "patch")
 
-PAGES = {  # page files, relative to app/main.py
-    "overview": "pages/overview.py",
-    "patient": "pages/patient.py",
-    "inspector": "pages/inspector.py",
-    "errors": "pages/errors.py",
-    "reviews": "pages/review_log.py",
+PAGES = {  # page scripts, relative to app/main.py (app/views, not app/pages: see main.py)
+    "overview": "views/overview.py",
+    "patient": "views/patient.py",
+    "inspector": "views/inspector.py",
+    "errors": "views/errors.py",
+    "reviews": "views/review_log.py",
 }
 
 
@@ -144,7 +144,7 @@ def _run_changed() -> None:
 def run_label(path: Path) -> str:
     meta = store.read_meta(path)
     tag = " · SYNTHETIC" if meta.get("synthetic") else ""
-    return f"{path.name}{tag} · {meta.get('created', '?').replace('T', ' ')}"
+    return f"{path.name}{tag} · {meta.get('created', '?').replace('T', ' ')[:16]}"
 
 
 def sidebar(run_paths: list[Path]) -> store.Run | None:

@@ -15,6 +15,9 @@ from pipeline.names import PATCH_SIZE
 
 INPUT_SHAPE = (PATCH_SIZE, PATCH_SIZE, 3)
 LAST_CONV = "last_conv"  # name of the layer Grad-CAM reads in the models built here
+# Keras' default 0.99 needs thousands of steps before the inference-time statistics settle; with a
+# few thousand patches (tens of steps an epoch) validation would judge a model that doesn't exist yet.
+BN_MOMENTUM = 0.9
 
 
 def separable_cnn(width: int = 32, dropout: float = 0.25) -> keras.Model:
@@ -29,7 +32,7 @@ def separable_cnn(width: int = 32, dropout: float = 0.25) -> keras.Model:
     inputs = keras.Input(INPUT_SHAPE, name="patch")
     x = layers.Rescaling(1.0 / 255, name="scale")(inputs)
     x = layers.Conv2D(width, 3, strides=2, padding="same", use_bias=False, name="stem_conv")(x)
-    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM, name="stem_bn")(x)
     x = layers.Activation("relu", name="stem_relu")(x)
     blocks = [(width, 1), (2 * width, 2), (4 * width, 2)]
     for b, (filters, n_convs) in enumerate(blocks, start=1):
@@ -37,7 +40,7 @@ def separable_cnn(width: int = 32, dropout: float = 0.25) -> keras.Model:
             last = b == len(blocks) and c == n_convs
             x = layers.SeparableConv2D(filters, 3, padding="same", use_bias=False,
                                        name=LAST_CONV if last else f"b{b}_sepconv{c}")(x)
-            x = layers.BatchNormalization(name=f"b{b}_bn{c}")(x)
+            x = layers.BatchNormalization(momentum=BN_MOMENTUM, name=f"b{b}_bn{c}")(x)
             x = layers.Activation("relu", name=f"b{b}_relu{c}")(x)
         if b < len(blocks):  # the last stage keeps its 6x6 map for Grad-CAM
             x = layers.MaxPooling2D(2, name=f"b{b}_pool")(x)

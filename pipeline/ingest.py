@@ -36,7 +36,7 @@ PARTIAL = ".patches.partial.npy"
 class Scan:
     """What a dataset root holds: candidate patches (sorted) and files rejected before decoding."""
 
-    patches: pd.DataFrame  # patient_id, x, y, label, source, path
+    patches: pd.DataFrame  # patient_id, x, y, label, source, path, size, mtime_ns
     problems: list[tuple[str, str]]
     duplicate_patients: int
     synthetic: dict | None
@@ -90,13 +90,14 @@ def scan_dataset(root: Path | str) -> Scan:
                 except BadPatchName as exc:
                     problems.append((rel, str(exc)))
                     continue
-                rows.append((pid, name.x, name.y, name.label, rel, f.path))
+                st = f.stat()
+                rows.append((pid, name.x, name.y, name.label, rel, f.path, st.st_size, st.st_mtime_ns))
     if not rows and not dirs:
         raise FileNotFoundError(
             f"no patient folders found under {root}: expected {root}/<patient id>/0|1/*.png "
             f"or {root}/{ARCHIVE_SUBDIR}/<patient id>/... (the public dataset's layout)"
         )
-    df = pd.DataFrame(rows, columns=["patient_id", "x", "y", "label", "source", "path"])
+    df = pd.DataFrame(rows, columns=["patient_id", "x", "y", "label", "source", "path", "size", "mtime_ns"])
     df = df.sort_values(["patient_id", "y", "x"], kind="mergesort").reset_index(drop=True)
     dup = df.duplicated(["patient_id", "x", "y"], keep="first")
     for rel in df.loc[dup, "source"]:
@@ -109,11 +110,8 @@ def scan_dataset(root: Path | str) -> Scan:
 
 def input_fingerprint(root: Path | str, scan: Scan) -> str:
     """Changes when any patch file is added, removed, resized or touched."""
-    stats = []
-    for rel, path in zip(scan.patches["source"], scan.patches["path"]):
-        st = os.stat(path)
-        stats.append((rel, st.st_size, st.st_mtime_ns))
-    return store.fingerprint(str(Path(root).resolve()), stats, scan.problems)
+    files = pd.util.hash_pandas_object(scan.patches[["source", "size", "mtime_ns"]], index=False)
+    return store.fingerprint(str(Path(root).resolve()), int(files.sum()), len(files), scan.problems)
 
 
 def _decode_chunk(args) -> tuple[int, list[tuple[bool, int, int, str]]]:
@@ -197,7 +195,7 @@ def ingest(data_root: Path | str, run_dir: Path | str, workers: int | None = Non
 
     status = [s for c in range(len(done)) for s in done[str(c)]]
     ok = np.array([s[0] for s in status], dtype=bool)
-    manifest = scan.patches.loc[ok].drop(columns=["path"]).reset_index(drop=True)
+    manifest = scan.patches.loc[ok].drop(columns=["path", "size", "mtime_ns"]).reset_index(drop=True)
     manifest["width"] = [s[1] for s in status if s[0]]
     manifest["height"] = [s[2] for s in status if s[0]]
     problems = scan.problems + [(rel, s[3]) for rel, s in zip(scan.patches["source"], status) if not s[0]]

@@ -39,22 +39,22 @@ def _stage_split(run_dir: Path, seed: int, fractions) -> str:
     return fp
 
 
-def _stage_score(run_dir: Path, upstream_fp: str, tta: bool, temperature: float | None = None) -> str:
-    """Score every patch; fit the calibration temperature on validation unless one is given."""
-    fp = store.fingerprint(upstream_fp, tta, temperature)
+def _stage_score(run_dir: Path, upstream_fp: str, tta: bool, calibration: dict | None = None) -> str:
+    """Score every patch; fit the calibration on validation unless one is given."""
+    fp = store.fingerprint(upstream_fp, tta, calibration)
     if store.stage_done(run_dir, "score", fp, store.SCORES):
         return fp
     model = _load_model(run_dir)
     patches = store.read_patches(run_dir)
     raw = score.predict_probabilities(model, patches, tta=tta, progress=True)
-    if temperature is None:
+    if calibration is None:
         manifest = store.read_manifest(run_dir)
         split_of = manifest["patient_id"].map(store.read_split(run_dir)["patients"])
         val = (split_of == "val").to_numpy()
-        temperature = score.fit_temperature(raw[val], manifest["label"].to_numpy()[val])
-    store.write_scores(run_dir, score.apply_temperature(raw, temperature), raw)
+        calibration = score.fit_calibration(raw[val], manifest["label"].to_numpy()[val])
+    store.write_scores(run_dir, score.apply_calibration(raw, calibration), raw)
     ingest_fp = store.read_meta(run_dir)["stages"]["ingest"]["fingerprint"]
-    store.update_meta(run_dir, temperature=temperature, tta=tta)
+    store.update_meta(run_dir, calibration=calibration, tta=tta)
     store.mark_stage(run_dir, "score", fp, manifest=ingest_fp)
     return fp
 
@@ -110,15 +110,15 @@ def evaluate_split_summary(run_dir: Path) -> str:
     table = manifest.assign(split=manifest["patient_id"].map(store.read_split(run_dir)["patients"]))
     summary = split.split_summary(table)
     return "split by patient:\n" + "\n".join(
-        f"  {name:<6}{r.patients:>5} patients {r.patches:>9,} patches  {r.idc_fraction:.1%} IDC"
-        for name, r in summary.iterrows())
+        f"  {r.Index:<6}{r.patients:>5} patients {r.patches:>9,} patches  {r.idc_fraction:.1%} IDC"
+        for r in summary.itertuples())
 
 
 def score_new_data(source_run: Path | str, data: Path | str, out: Path | str, workers: int | None = None) -> dict:
     """Score new patient folders with a trained run's model, calibration and thresholds.
 
     Every new patient goes to the 'test' split: the model has never seen them. The new run
-    carries the source run's temperature and threshold presets, so its numbers mean exactly what
+    carries the source run's calibration and threshold presets, so its numbers mean exactly what
     they mean on the source run's own test split.
     """
     source_run, out = Path(source_run), Path(out)
@@ -145,7 +145,8 @@ def score_new_data(source_run: Path | str, data: Path | str, out: Path | str, wo
         store.mark_stage(out, "train", model_fp, source_run=str(source_run.resolve()))
     store.update_meta(out, arch=src_meta.get("arch"), cam_layer=src_meta.get("cam_layer"),
                       source_run=str(source_run.resolve()))
-    score_fp = _stage_score(out, model_fp, bool(src_meta.get("tta")), temperature=src_meta.get("temperature", 1.0))
+    score_fp = _stage_score(out, model_fp, bool(src_meta.get("tta")),
+                            calibration=src_meta.get("calibration", score.IDENTITY))
     report = _stage_evaluate(out, score_fp, thresholds=src_meta["thresholds"])
     store.update_meta(out, thresholds=report["thresholds"])
     _log(evaluate.format_report(report))

@@ -4,7 +4,7 @@ A run folder is what the pipeline writes and the app reads; nothing else parses 
 
     runs/<name>/
       run.json             run metadata: data root, synthetic flag, architecture, seed, calibration
-                           temperature, threshold presets, per-stage fingerprints (for skip/resume)
+                           calibration (temperature, bias), threshold presets, per-stage fingerprints
       manifest.parquet     one row per patch, row i <-> patches.npy[i]: patient_id, x, y, width,
                            height, label, source (path relative to the data root)
       patches.npy          uint8 (N, 50, 50, 3), memory-mapped; edge patches padded with white,

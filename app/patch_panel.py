@@ -1,0 +1,114 @@
+"""The patch inspector: one patch enlarged, its neighbours, its numbers, Grad-CAM and the review form.
+
+Drawn on the Patch inspector page and under the slide on the Patient viewer.
+"""
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from app import loaders, overlays, selection, slides, ui
+from app.explain import METHODS, overlay_cam
+from app.reviews import VERDICTS
+from pipeline import store
+
+ZOOM = 6  # 50 px -> 300 px on screen, nearest neighbour so scanned pixels stay visible
+NEIGHBOUR_ZOOM = 2  # 3 x 3 patches (150 px) -> 300 px
+OUTLINE_RGB = overlays.hex_to_rgb(overlays.REGION_OUTLINE_COLOUR)
+HIGHLIGHT_RGB = overlays.hex_to_rgb(overlays.OKABE_ITO["blue"])
+FRAME_RGB = (190, 190, 190)
+
+
+def _with_region(image: np.ndarray, region: np.ndarray | None) -> np.ndarray:
+    """Draw the true IDC region's border (synthetic runs) on a patch enlarged ZOOM times.
+
+    ``region`` is the mask under the patch with a 1-px margin, so the border is traced where the
+    region ends, not along the patch's own edges.
+    """
+    if region is None:
+        return image
+    border = slides.outline(slides.upscale_nearest(region, ZOOM), thickness=2)[ZOOM:-ZOOM, ZOOM:-ZOOM]
+    return slides.paint(image, border, OUTLINE_RGB)
+
+
+def render(run: store.Run, row: int, threshold: float) -> None:
+    patch_row = run.table.iloc[row]
+    pid, x, y = str(patch_row["patient_id"]), int(patch_row["x"]), int(patch_row["y"])
+    label, prob = int(patch_row["label"]), float(patch_row["prob"])
+    outcome = selection.outcome_names([label], [prob], threshold)[0]
+    slide = loaders.slide(run, pid)
+    patch = np.asarray(run.patches[row])
+
+    st.subheader(f"Patch x {x}, y {y} · patient {pid}")
+    facts = [f"**True label:** {'IDC' if label else 'non-IDC'}",
+             f"**P(IDC):** {prob:.3f} (calibrated; {float(patch_row['prob_uncalibrated']):.3f} before calibration)",
+             f"**At threshold {threshold:.3f}:** {ui.outcome_badge(outcome)}",
+             f"**Split:** {patch_row['split']} · **row** {row}"]
+    width, height = int(patch_row["width"]), int(patch_row["height"])
+    if (width, height) != (slides.PATCH, slides.PATCH):
+        facts.append(f"**Edge patch:** {width} x {height} px of tissue, the rest is padding")
+    st.markdown("  \n".join(facts))
+
+    region = slides.region_under_patch(slide.region_mask, x, y, margin=1)
+    show_region = region is not None and st.toggle("Outline the true IDC region (synthetic ground truth)",
+                                                   value=True, key="patch_region_outline")
+    context = slides.upscale_nearest(slides.neighbourhood(slide.rgb, x, y), NEIGHBOUR_ZOOM)
+    side, size = context.shape[0], slides.PATCH * NEIGHBOUR_ZOOM
+    context = slides.paint(context, slides.square_outline(side, 0, 0, side, 1), FRAME_RGB)  # shows the 3x3 extent
+    context = slides.paint(context, slides.square_outline(side, size, size, size, 3), HIGHLIGHT_RGB)
+    _images(run, row, patch, region if show_region else None, context)
+    _review_form(run, row, pid, x, y)
+
+
+@st.fragment
+def _images(run: store.Run, row: int, patch: np.ndarray, region: np.ndarray | None, context: np.ndarray) -> None:
+    """Patch, CAM and neighbours side by side; the CAM method and opacity rerun only this fragment."""
+    method_col, alpha_col = st.columns(2)
+    method = method_col.segmented_control(
+        "Explanation", list(METHODS), default="Grad-CAM", required=True, key="cam_method",
+        help="\n\n".join(f"**{k}**: {m.help}" for k, m in METHODS.items()))
+    alpha = alpha_col.slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05, key="cam_opacity")
+    patch_col, cam_col, context_col = st.columns(3)
+    patch_col.image(_with_region(slides.upscale_nearest(patch, ZOOM), region),
+                    caption=f"Patch, {ZOOM}x, pixels as scanned", width="content")
+    context_col.image(context, caption="With its 8 neighbours (white: no tissue patch)", width="content")
+    try:
+        cam = loaders.cams(run, (row,), method)[0]
+    except (store.ArtifactError, ValueError) as exc:
+        cam_col.error(f"{method} is not available: {exc}")
+        return
+    cam_col.image(_with_region(slides.upscale_nearest(overlay_cam(patch, cam, alpha), ZOOM), region),
+                  caption=f"{method}: where the model sees evidence for IDC (red = most)", width="content")
+
+
+def _save_review(run: store.Run, row: int, pid: str, x: int, y: int) -> None:
+    ss = st.session_state
+    reviewer = ss.review_reviewer.strip()
+    try:
+        loaders.review_store(str(run.path)).add(row=row, patient_id=pid, x=x, y=y, verdict=ss.review_verdict,
+                                                note=ss.review_note, reviewer=reviewer)
+    except ValueError as exc:
+        ss.review_message = ("error", f"Review not saved: {exc}")
+        return
+    ss.reviewer = reviewer  # remembered for the next review in this session
+    ss.review_message = ("success", f"Review saved: {VERDICTS[ss.review_verdict]} (patch x {x}, y {y}, by {reviewer}).")
+
+
+def _review_form(run: store.Run, row: int, pid: str, x: int, y: int) -> None:
+    ss = st.session_state
+    ss.review_reviewer = ss.reviewer
+    with st.form("review_form", clear_on_submit=True):
+        st.markdown("**Review this patch**")
+        st.radio("Verdict", list(VERDICTS), format_func=VERDICTS.get, horizontal=True, key="review_verdict")
+        st.text_area("Note", key="review_note", placeholder="What you see, e.g. 'DCIS, not invasive'")
+        st.text_input("Reviewer", key="review_reviewer", placeholder="Your name or initials")
+        st.form_submit_button("Save review", type="primary", icon=":material/rate_review:", key="save_review",
+                              on_click=_save_review, args=(run, row, pid, x, y))
+    if "review_message" in ss:
+        kind, text = ss.pop("review_message")
+        (st.success if kind == "success" else st.error)(text)
+    history = loaders.review_store(str(run.path)).all()
+    history = history[history["row"] == row]
+    if len(history):
+        st.markdown("**Reviews of this patch** (newest last)")
+        st.dataframe(history[["created_at", "reviewer", "verdict", "note"]], hide_index=True, width="stretch")

@@ -1,0 +1,75 @@
+"""Small Streamlit pieces every page uses: banners, footer, the no-run help, pickers, outcome badges."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from app import loaders, state
+from pipeline import store
+
+OUTCOME_BADGE_COLOURS = {"TP": "green", "TN": "blue", "FP": "orange", "FN": "violet"}  # nearest to the slide's
+OUTCOME_TEXT = {"TP": "true positive", "TN": "true negative", "FP": "false positive", "FN": "false negative"}
+VERDICT_BADGES = {"agree": ":blue-badge[agrees with label]", "label_wrong": ":orange-badge[label is wrong]",
+                  "unsure": ":gray-badge[unsure]"}
+
+
+def outcome_badge(outcome: str, spelled_out: bool = True) -> str:
+    text = f"{outcome} · {OUTCOME_TEXT[outcome]}" if spelled_out else outcome
+    return f":{OUTCOME_BADGE_COLOURS[outcome]}-badge[{text}]"
+
+
+def synthetic_banner(run: store.Run) -> None:
+    if run.synthetic:
+        st.warning("**SYNTHETIC cohort**: generated images, not real patient tissue. Use it to learn and test "
+                   "the tool; its numbers say nothing about IDC in real slides.", icon=":material/science:")
+
+
+def footer() -> None:
+    st.divider()
+    st.caption("Research tool, not for clinical use: it does not diagnose and has not been validated for "
+               "patient care. Every figure names the split and the number of patients and patches behind it.")
+
+
+def no_runs(runs_dir: Path) -> None:
+    st.title("No run to review yet")
+    st.error(f"No run folder found under `{runs_dir.resolve()}`.", icon=":material/folder_off:")
+    st.markdown("Create one: the default is a synthetic cohort and a small CNN (a few minutes on a laptop).")
+    st.code("make run", language="bash")
+    st.markdown("or step by step:")
+    st.code(f"python -m pipeline synth --out data/synthetic --patients 24\n"
+            f"python -m pipeline run --data data/synthetic --out {runs_dir}/synthetic", language="bash")
+    st.markdown(f"For the real dataset, point `--data` at `IDC_regular_ps50_idx5/`. Then reload this page. "
+                f"To open run folders elsewhere, start the app with `{loaders.RUNS_ENV}=/path/to/runs`.")
+
+
+def patient_picker(run: store.Run) -> str:
+    """Previous / patient selectbox / next; returns the current patient (the first test patient by default)."""
+    ss = st.session_state
+    patients = loaders.patients(run)
+    ids = patients["patient_id"].tolist()
+    if ss.patient not in ids:
+        ss.patient, ss.patch = ids[0], None
+    label = {r.patient_id: f"{r.patient_id} · {r.split} · {r.patches:,} patches" for r in patients.itertuples()}
+    i = ids.index(ss.patient)
+    prev_col, pick_col, next_col = st.columns([1, 6, 1], vertical_alignment="bottom")
+    prev_col.button("Previous", icon=":material/arrow_back:", disabled=i == 0, key="prev_patient",
+                    on_click=state.set_patient, args=(ids[max(i - 1, 0)],), width="stretch")
+    with pick_col:
+        state.bound(st.selectbox, "Patient", "patient", options=ids, format_func=label.get,
+                    on_change=lambda: ss.update(patch=None))
+    next_col.button("Next", icon=":material/arrow_forward:", disabled=i == len(ids) - 1, key="next_patient",
+                    on_click=state.set_patient, args=(ids[min(i + 1, len(ids) - 1)],), width="stretch")
+    return ss.patient
+
+
+def patch_picker(rows, outcome, label: str) -> None:
+    """Fallback to clicking: choose one of the patient's patches, listed top to bottom, left to right."""
+    order = rows.sort_values(["y", "x"]).index.tolist()
+    names = {row: f"x {x}, y {y} · P(IDC) {p:.3f} · {o}"
+             for row, x, y, p, o in zip(rows.index, rows["x"], rows["y"], rows["prob"], outcome)}
+    state.bound(st.selectbox, label, "patch", options=order, format_func=names.get, placeholder="Choose a patch...")
+
+
+def scope_caption(text: str) -> None:
+    st.caption(f":material/straighten: Measured on {text}.")

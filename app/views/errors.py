@@ -1,0 +1,79 @@
+"""Errors gallery and review queue: the patches a reviewer should look at first, paged."""
+import numpy as np
+import streamlit as st
+
+from app import cohort, loaders, selection, slides, state, ui
+from app.explain import METHODS, overlay_cam
+
+PER_PAGE = 24
+COLUMNS = 4
+ZOOM = 5  # 50 px -> 250 px, about a card's width, so the browser does not blur the pixels
+ERRORS, QUEUE = "Errors", "Review queue"
+
+ss = st.session_state
+run = ss.current_run
+threshold, split = ss.threshold, ss.split
+data = loaders.split_data(run, split)
+
+st.title("Errors & review queue")
+mode_col, patient_col = st.columns([3, 2])
+mode = mode_col.segmented_control(
+    "Show", [ERRORS, QUEUE], default=ERRORS, required=True, key="gallery_mode",
+    help="Errors: false positives/negatives, most confident first. Review queue: patches not reviewed yet, "
+         "either nearest the threshold (most uncertain) or the most confident errors.")
+patient_ids = sorted(data.rows["patient_id"].unique())
+every_patient = "all patients" + (" (all splits)" if split == "all" else f" of the {split} split")
+patient = patient_col.selectbox("Patient", ["all", *patient_ids], key="gallery_patient",
+                                format_func=lambda p: every_patient if p == "all" else p)
+rows = data.rows if patient == "all" else data.rows[data.rows["patient_id"] == patient]
+verdicts = loaders.latest_verdicts(run)
+
+if mode == ERRORS:
+    kinds = st.pills("Error kinds", list(selection.ERROR_KINDS), selection_mode="multi", default=["FP", "FN"],
+                     key="gallery_kinds", format_func={"FP": "False positives", "FN": "False negatives"}.get)
+    items = selection.errors(rows, threshold, kinds)
+    order_text = "most confident error first"
+else:
+    order = st.radio("Order", list(selection.QUEUE_ORDERS), format_func=selection.QUEUE_ORDERS.get,
+                     horizontal=True, key="queue_order")
+    items = selection.review_queue(rows, threshold, order, reviewed_rows=verdicts.index)
+    order_text = "not reviewed yet, " + selection.QUEUE_ORDERS[order].lower()
+
+scope = cohort.scope_text(split, {"n_patients": rows["patient_id"].nunique(), "n_patches": len(rows),
+                                  "n_positive": int(rows["label"].sum())})
+ui.scope_caption(f"{scope}, at threshold {threshold:.3f}: {len(items):,} patches, {order_text}")
+if not len(items):
+    st.success("Nothing to show here at this threshold.", icon=":material/check_circle:")
+    st.stop()
+
+page_col, cam_col, method_col = st.columns([3, 1, 2], vertical_alignment="bottom")
+with page_col:
+    number = st.pagination(selection.n_pages(len(items), PER_PAGE), key="gallery_page")
+show_cam = cam_col.toggle("Grad-CAM", key="gallery_cam", help="Compute class activation maps for this page")
+method = method_col.selectbox("Method", list(METHODS), key="gallery_cam_method", disabled=not show_cam,
+                              label_visibility="collapsed")
+start, stop = selection.page_bounds(len(items), number, PER_PAGE)
+shown = items.iloc[start:stop]
+st.caption(f"Showing {start + 1:,}-{stop:,} of {len(items):,}")
+
+patches = np.asarray(run.patches[shown.index.to_numpy()])
+if show_cam:
+    maps = loaders.cams(run, tuple(shown.index), method)
+    patches = overlay_cam(patches, maps, 0.45)
+
+for start in range(0, len(shown), COLUMNS):
+    for col, (row, item), image in zip(st.columns(COLUMNS), shown.iloc[start:start + COLUMNS].iterrows(),
+                                       patches[start:start + COLUMNS]):
+        with col.container(border=True):
+            st.image(slides.upscale_nearest(image, ZOOM), width="stretch")
+            verdict = verdicts.get(row)
+            st.markdown(f"{ui.outcome_badge(item['outcome'], spelled_out=False)}"
+                        f" P(IDC) **{item['prob']:.3f}**  \n{item['patient_id']} · x {item['x']}, y {item['y']}"
+                        + (f"  \n{ui.VERDICT_BADGES[verdict]}" if verdict else ""))
+            inspect_col, slide_col = st.columns(2)
+            if inspect_col.button("Inspect", icon=":material/zoom_in:", key=f"inspect_{row}", help="Open in the inspector",
+                                  on_click=state.open_patch, args=(item["patient_id"], row), width="stretch"):
+                st.switch_page(state.PAGES["inspector"])
+            if slide_col.button("On slide", icon=":material/map:", key=f"on_slide_{row}", help="Show it on the slide",
+                                on_click=state.open_patch, args=(item["patient_id"], row), width="stretch"):
+                st.switch_page(state.PAGES["patient"])

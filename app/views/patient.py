@@ -1,0 +1,93 @@
+"""Patient viewer: the rebuilt slide with switchable overlays, the patient's metrics, the patch inspector."""
+import streamlit as st
+
+from app import charts, loaders, overlays, patch_panel, selection, slides, state, ui
+from pipeline import metrics
+
+REGION_OUTLINE = "True region outline"
+SINGLE, LINKED = "Single view", "Ground truth | prediction"
+
+ss = st.session_state
+run = ss.current_run
+threshold = ss.threshold
+
+st.title("Patient viewer")
+patient_id = ui.patient_picker(run)
+slide = loaders.slide(run, patient_id)
+rows = slide.rows
+label, prob = rows["label"].to_numpy(), rows["prob"].to_numpy()
+outcome = selection.outcome_names(label, prob, threshold)
+
+at = metrics.metrics_at(label, prob, threshold)
+ui.scope_caption(f"patient {patient_id} ({rows['split'].iat[0]} split): {len(rows):,} patches "
+                 f"({at['tp'] + at['fn']:,} IDC), at threshold {threshold:.3f}")
+tiles = st.columns(6)
+tiles[0].metric("True IDC", f"{100 * label.mean():.1f} %")
+tiles[1].metric("Predicted IDC", f"{100 * (at['tp'] + at['fp']) / len(rows):.1f} %")
+tiles[2].metric("Sensitivity", f"{at['sensitivity']:.3f}", help="NaN when the patient has no IDC patch")
+tiles[3].metric("Specificity", f"{at['specificity']:.3f}")
+tiles[4].metric("F1", f"{at['f1']:.3f}")
+tiles[5].metric("Errors (FP / FN)", f"{at['fp']:,} / {at['fn']:,}")
+
+
+def _patch_clicked() -> None:
+    # Only the invisible patch markers are selectable; each panel has one, in the order of `rows`.
+    points = [p for p in ss.slide_chart.selection.points if "customdata" in p]
+    if points:
+        state.open_patch(patient_id, int(rows.index[points[0]["point_index"]]))
+
+
+def _toggle_overlays() -> None:
+    ss.overlays_hidden = not ss.get("overlays_hidden", False)
+
+
+@st.fragment
+def slide_view() -> None:
+    """Overlay controls, the slide and the inspector; an overlay change reruns only this part."""
+    names = [*overlays.OVERLAY_NAMES, *([REGION_OUTLINE] if slide.region_mask is not None else [])]
+    chosen = st.pills("Overlays", names, selection_mode="multi", key="overlays",
+                      default=["Errors (TP/FP/FN/TN)", *([REGION_OUTLINE] if slide.region_mask is not None else [])])
+    layout_col, opacity_col, hide_col = st.columns([3, 3, 2], vertical_alignment="bottom")
+    layout = layout_col.segmented_control("Layout", [SINGLE, LINKED], default=SINGLE, required=True, key="slide_layout",
+                                          help="Ground truth and prediction side by side, zoom and pan linked")
+    opacity = opacity_col.slider("Overlay opacity", 0.0, 1.0, 0.4, 0.05, key="overlay_opacity")
+    hidden = ss.get("overlays_hidden", False)
+    hide_col.button("Show overlays" if hidden else "Hide overlays", icon=":material/layers:", on_click=_toggle_overlays,
+                    key="toggle_overlays", shortcut="h", width="stretch",
+                    help="Show or hide every overlay at once, to see the bare tissue (keyboard: H)")
+
+    verdicts = loaders.latest_verdicts(run).reindex(rows.index).fillna("").to_numpy()
+
+    def build(name):
+        return overlays.build(name, rows, threshold, slide.grid_shape, verdicts)
+
+    outline = None if hidden or REGION_OUTLINE not in chosen else slide.region_contour
+    if layout == SINGLE:
+        panels = [("", [] if hidden else [build(n) for n in chosen if n != REGION_OUTLINE])]
+    else:
+        panels = [("Ground truth (label)", [] if hidden else [build("Ground truth")]),
+                  (f"Prediction at threshold {threshold:.3f}", [] if hidden else [build("Prediction")])]
+    selected = ss.patch if ss.patch is not None and ss.patch in rows.index else None
+    selected_xy = None if selected is None else (int(rows.at[selected, "x"]), int(rows.at[selected, "y"]))
+    figure = charts.slide_figure(slide.image_uri, slide.shape, rows, outcome, panels, opacity, outline, selected_xy,
+                                 revision=f"{run.name}/{patient_id}/{layout}")
+    st.plotly_chart(figure, key="slide_chart", on_select=_patch_clicked, selection_mode="points",
+                    config={"scrollZoom": True, "displaylogo": False})
+
+    def export_png() -> bytes:
+        mask = None if outline is None else slide.region_mask
+        return slides.png_bytes(slides.side_by_side([overlays.compose(slide.rgb, panel, opacity, mask)
+                                                     for _, panel in panels]))
+
+    note_col, export_col = st.columns([3, 1], vertical_alignment="center")
+    note_col.caption("Drag to pan, scroll to zoom, double-click to reset; click a patch to inspect it. "
+                     "The camera icon saves the current zoom; the button saves the whole slide at full resolution.")
+    export_col.download_button("Download view (PNG)", data=export_png, on_click="ignore", icon=":material/image:",
+                               file_name=f"{run.name}_patient{patient_id}_t{threshold:.3f}.png", mime="image/png")
+
+    ui.patch_picker(rows, outcome, "Patch (or click it on the slide)")
+    if selected is not None:
+        patch_panel.render(run, selected, threshold)
+
+
+slide_view()

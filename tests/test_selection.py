@@ -1,0 +1,73 @@
+"""Which patches the reviewer sees first (app.selection) and the overview's numbers (app.cohort)."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from app import cohort, selection
+from pipeline import metrics
+
+
+@pytest.fixture
+def rows():
+    # index = patch row in the store; deliberately not 0..n-1, as a split's subset never is
+    return pd.DataFrame({
+        "patient_id": ["a", "a", "a", "b", "b", "b"],
+        "label": [0, 0, 1, 1, 0, 1],
+        "prob": [0.97, 0.56, 0.05, 0.45, 0.10, 0.90],
+    }, index=[10, 11, 12, 13, 14, 15])
+
+
+def test_outcome_codes_follow_the_confusion_convention(rows):
+    names = selection.outcome_names(rows["label"], rows["prob"], 0.5)
+    assert list(names) == ["FP", "FP", "FN", "FN", "TN", "TP"]
+    counts = metrics.confusion_at(rows["label"], rows["prob"], 0.5)
+    assert (names == "FP").sum() == counts["fp"] and (names == "FN").sum() == counts["fn"]
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        selection.outcome_codes(rows["label"], rows["prob"], 1.5)
+
+
+def test_errors_most_confident_first_and_filtered_by_kind(rows):
+    errors = selection.errors(rows, 0.5)
+    assert list(errors.index) == [10, 12, 11, 13]  # |prob - label|: .97 .95 .56 .55
+    assert list(errors["outcome"]) == ["FP", "FN", "FP", "FN"]
+    assert list(selection.errors(rows, 0.5, kinds=["FN"]).index) == [12, 13]
+    with pytest.raises(ValueError):
+        selection.errors(rows, 0.5, kinds=["TP"])
+
+
+def test_review_queue_uncertain_first_and_skips_reviewed(rows):
+    queue = selection.review_queue(rows, 0.5, "uncertain")
+    assert list(queue.index[:2]) == [13, 11]  # 0.45 and 0.56 are nearest 0.5
+    assert queue["distance"].is_monotonic_increasing
+    pending = selection.review_queue(rows, 0.5, "uncertain", reviewed_rows=[11])
+    assert 11 not in pending.index and len(pending) == 5
+    assert list(selection.review_queue(rows, 0.5, "confident_errors", reviewed_rows=[10]).index) == [12, 11, 13]
+
+
+def test_paging_clamps_to_existing_pages():
+    assert selection.n_pages(0, 24) == 1 and selection.n_pages(49, 24) == 3
+    assert selection.page_bounds(49, 3, 24) == (48, 49)
+    assert selection.page_bounds(49, 99, 24) == (48, 49)
+    assert selection.page_bounds(49, 0, 24) == (0, 24)
+
+
+def test_curves_and_metrics_table_carry_their_scope():
+    rng = np.random.default_rng(1)
+    label = rng.integers(0, 2, 500)
+    prob = np.clip(label * 0.4 + rng.random(500) * 0.6, 0, 1)
+    curves = cohort.curves(label, prob)
+    assert curves["roc_auc"] == pytest.approx(metrics.roc_auc(label, prob))
+    assert curves["histogram"]["idc"].sum() + curves["histogram"]["non_idc"].sum() == 500
+    at = metrics.metrics_at(label, prob, 0.4)
+    point = cohort.operating_point(at)
+    assert point["tpr"] == at["sensitivity"] and point["fpr"] == pytest.approx(1 - at["specificity"])
+    described = {"n_patients": 3, "n_patches": 500, "n_positive": int(label.sum())}
+    table = cohort.metrics_frame(at, curves, "test", described, "run-x")
+    assert set(table[["split", "patients", "patches", "threshold"]].drop_duplicates().itertuples(index=False)) == {
+        ("test", 3, 500, 0.4)}
+    assert cohort.scope_text("test", described).startswith("the test split: 3 patients, 500 patches")
+
+
+def test_curves_survive_a_split_with_one_class():
+    curves = cohort.curves(np.zeros(10, int), np.linspace(0, 1, 10))
+    assert np.isnan(curves["roc_auc"]) and curves["roc"] is None
