@@ -1,5 +1,6 @@
 """The explanation check (issue: Grad-CAM must point at tissue that matters) runs on synthetic runs."""
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -7,7 +8,7 @@ from pipeline import store
 
 
 def test_pointing_game_report_runs_on_a_synthetic_run(tiny_run, capsys, monkeypatch):
-    sys.path.insert(0, str(store.Path(__file__).resolve().parent.parent / "bench"))
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "bench"))
     import report_pointing_game as report
 
     run = store.load_run(tiny_run)
