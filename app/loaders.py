@@ -70,7 +70,8 @@ def split_data(run: store.Run, split: str) -> SplitData:
 
 @st.cache_resource(max_entries=16)
 def _split_data(_run: store.Run, key: str, split: str) -> SplitData:
-    rows = evaluate.split_rows(_run.table, split)
+    # Categorical ids make grouping by patient (per-patient table, filters) several times faster.
+    rows = evaluate.split_rows(_run.table, split).astype({"patient_id": "category", "split": "category"})
     return SplitData(rows, rows["label"].to_numpy(), rows["prob"].to_numpy(), evaluate.describe(rows))
 
 

@@ -17,7 +17,7 @@ import streamlit as st  # noqa: E402
 
 from app import loaders, state, ui  # noqa: E402
 
-st.set_page_config(page_title="IDC review dashboard", page_icon=":material/biotech:", layout="wide")
+st.set_page_config(page_title="IDC review dashboard", page_icon="🔬", layout="wide")
 navigation = st.navigation([
     st.Page(state.PAGES["overview"], title="Cohort overview", icon=":material/monitoring:", default=True),
     st.Page(state.PAGES["patient"], title="Patient viewer", icon=":material/biotech:"),

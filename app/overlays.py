@@ -115,9 +115,10 @@ def compose(slide_rgb: np.ndarray, overlays: list[Overlay], opacity: float,
         keep *= 1 - alpha
         add = add * (1 - alpha) + alpha * rgb[:gh, :gw]
     padded = slides.crop(slide_rgb, 0, 0, gh * slides.PATCH, gw * slides.PATCH)
-    blocks = padded.reshape(gh, slides.PATCH, gw, slides.PATCH, 3).astype(np.float32)
-    blended = blocks * keep[:, None, :, None] + add[:, None, :, None]
-    out = np.clip(np.rint(blended), 0, 255).astype(np.uint8).reshape(padded.shape)[:h, :w]
+    blended = padded.reshape(gh, slides.PATCH, gw, slides.PATCH, 3).astype(np.float32)
+    blended *= keep[:, None, :, None]  # in place: a full slide is ~100 MB as float32
+    blended += add[:, None, :, None]  # a convex combination of 0..255 values, so no clipping needed
+    out = np.rint(blended, out=blended).astype(np.uint8).reshape(padded.shape)[:h, :w]
     if region_mask is not None:
         border = slides.crop(slides.outline(region_mask, thickness=3), 0, 0, h, w, fill=False)
         out = slides.paint(out, border, hex_to_rgb(REGION_OUTLINE_COLOUR))

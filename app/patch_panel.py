@@ -31,6 +31,11 @@ def _with_region(image: np.ndarray, region: np.ndarray | None) -> np.ndarray:
     return slides.paint(image, border, OUTLINE_RGB)
 
 
+def _framed(image: np.ndarray) -> np.ndarray:
+    """A 1-px grey frame, so white padding and missing neighbours do not melt into the page."""
+    return slides.paint(image, slides.square_outline(image.shape[0], 0, 0, image.shape[0], 1), FRAME_RGB)
+
+
 def render(run: store.Run, row: int, threshold: float) -> None:
     patch_row = run.table.iloc[row]
     pid, x, y = str(patch_row["patient_id"]), int(patch_row["x"]), int(patch_row["y"])
@@ -54,22 +59,23 @@ def render(run: store.Run, row: int, threshold: float) -> None:
                                                    value=True, key="patch_region_outline")
     context = slides.upscale_nearest(slides.neighbourhood(slide.rgb, x, y), NEIGHBOUR_ZOOM)
     side, size = context.shape[0], slides.PATCH * NEIGHBOUR_ZOOM
-    context = slides.paint(context, slides.square_outline(side, 0, 0, side, 1), FRAME_RGB)  # shows the 3x3 extent
-    context = slides.paint(context, slides.square_outline(side, size, size, size, 3), HIGHLIGHT_RGB)
-    _images(run, row, patch, region if show_region else None, context)
+    context = slides.paint(_framed(context), slides.square_outline(side, size, size, size, 3), HIGHLIGHT_RGB)
+    _images(run, row, patch, (width, height), region if show_region else None, context)
     _review_form(run, row, pid, x, y)
 
 
 @st.fragment
-def _images(run: store.Run, row: int, patch: np.ndarray, region: np.ndarray | None, context: np.ndarray) -> None:
+def _images(run: store.Run, row: int, patch: np.ndarray, size: tuple[int, int], region: np.ndarray | None,
+            context: np.ndarray) -> None:
     """Patch, CAM and neighbours side by side; the CAM method and opacity rerun only this fragment."""
     method_col, alpha_col = st.columns(2)
     method = method_col.segmented_control(
         "Explanation", list(METHODS), default="Grad-CAM", required=True, key="cam_method",
         help="\n\n".join(f"**{k}**: {m.help}" for k, m in METHODS.items()))
     alpha = alpha_col.slider("Heatmap opacity", 0.0, 1.0, 0.45, 0.05, key="cam_opacity")
+    width, height = size
     patch_col, cam_col, context_col = st.columns(3)
-    patch_col.image(_with_region(slides.upscale_nearest(patch, ZOOM), region),
+    patch_col.image(_framed(_with_region(slides.upscale_nearest(patch, ZOOM), region)),
                     caption=f"Patch, {ZOOM}x, pixels as scanned", width="content")
     context_col.image(context, caption="With its 8 neighbours (white: no tissue patch)", width="content")
     try:
@@ -77,8 +83,9 @@ def _images(run: store.Run, row: int, patch: np.ndarray, region: np.ndarray | No
     except (store.ArtifactError, ValueError) as exc:
         cam_col.error(f"{method} is not available: {exc}")
         return
-    cam_col.image(_with_region(slides.upscale_nearest(overlay_cam(patch, cam, alpha), ZOOM), region),
-                  caption=f"{method}: where the model sees evidence for IDC (red = most)", width="content")
+    blended = slides.only_inside_patches(overlay_cam(patch, cam, alpha)[None], patch[None], width, height)[0]
+    cam_col.image(_framed(_with_region(slides.upscale_nearest(blended, ZOOM), region)),
+                  caption=f"{method}: evidence for IDC (red = most)", width="content")
 
 
 def _save_review(run: store.Run, row: int, pid: str, x: int, y: int) -> None:
@@ -91,13 +98,14 @@ def _save_review(run: store.Run, row: int, pid: str, x: int, y: int) -> None:
         ss.review_message = ("error", f"Review not saved: {exc}")
         return
     ss.reviewer = reviewer  # remembered for the next review in this session
+    ss.review_note = ""  # the verdict and name stay: reviewers often give the same one many times
     ss.review_message = ("success", f"Review saved: {VERDICTS[ss.review_verdict]} (patch x {x}, y {y}, by {reviewer}).")
 
 
 def _review_form(run: store.Run, row: int, pid: str, x: int, y: int) -> None:
     ss = st.session_state
-    ss.review_reviewer = ss.reviewer
-    with st.form("review_form", clear_on_submit=True):
+    ss.setdefault("review_reviewer", ss.reviewer)  # the widget's state is dropped on leaving the page
+    with st.form("review_form"):
         st.markdown("**Review this patch**")
         st.radio("Verdict", list(VERDICTS), format_func=VERDICTS.get, horizontal=True, key="review_verdict")
         st.text_area("Note", key="review_note", placeholder="What you see, e.g. 'DCIS, not invasive'")
@@ -111,4 +119,6 @@ def _review_form(run: store.Run, row: int, pid: str, x: int, y: int) -> None:
     history = history[history["row"] == row]
     if len(history):
         st.markdown("**Reviews of this patch** (newest last)")
-        st.dataframe(history[["created_at", "reviewer", "verdict", "note"]], hide_index=True, width="stretch")
+        st.dataframe(history[["created_at", "reviewer", "verdict", "note"]], hide_index=True, width="stretch",
+                     column_config={"created_at": "When (UTC)", "reviewer": "Reviewer", "verdict": "Verdict",
+                                    "note": "Note"})

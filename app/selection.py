@@ -14,8 +14,8 @@ from pipeline.metrics import check_threshold
 OUTCOMES = ("TN", "FP", "FN", "TP")
 ERROR_KINDS = ("FP", "FN")
 QUEUE_ORDERS = {
-    "confident_errors": "Most confident errors first",
     "uncertain": "Most uncertain first (nearest the threshold)",
+    "confident_errors": "Most confident errors first",
 }
 
 
@@ -29,38 +29,56 @@ def outcome_names(label, prob, threshold: float) -> np.ndarray:
     return np.asarray(OUTCOMES)[outcome_codes(label, prob, threshold)]
 
 
+def _ranked(index: np.ndarray, codes: np.ndarray, order: np.ndarray, **scores: np.ndarray) -> pd.DataFrame:
+    """The ranking as a slim frame (patch row index, outcome, scores); callers look up other columns
+    only for the page they show, so ordering 277,524 patches never copies the whole table."""
+    return pd.DataFrame({"outcome": pd.Categorical.from_codes(codes[order], OUTCOMES),
+                         **{name: values[order] for name, values in scores.items()}}, index=index[order])
+
+
+def _errors(index, label, prob, threshold: float, kinds) -> pd.DataFrame:
+    unknown = set(kinds) - set(ERROR_KINDS)
+    if unknown:
+        raise ValueError(f"unknown error kinds {sorted(unknown)}; use {ERROR_KINDS}")
+    codes = outcome_codes(label, prob, threshold)
+    keep = np.isin(codes, [OUTCOMES.index(k) for k in kinds])
+    confidence = np.abs(prob - label)[keep]
+    return _ranked(index[keep], codes[keep], np.argsort(-confidence, kind="stable"), confidence=confidence)
+
+
+def _uncertain(index, label, prob, threshold: float) -> pd.DataFrame:
+    distance = np.abs(prob - check_threshold(threshold))
+    return _ranked(index, outcome_codes(label, prob, threshold), np.argsort(distance, kind="stable"),
+                   distance=distance)
+
+
+def _arrays(rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return rows.index.to_numpy(), rows["label"].to_numpy(), rows["prob"].to_numpy(np.float64)
+
+
 def errors(rows: pd.DataFrame, threshold: float, kinds=ERROR_KINDS) -> pd.DataFrame:
     """The false positives and/or false negatives among ``rows``, most confident error first.
 
     Confidence of an error is how far the probability sits on the wrong side: prob for a false
     positive, 1 - prob for a false negative (|prob - label| for both). Ties keep table order.
+    Returns one row per error (index = patch row) with its outcome and confidence.
     """
-    unknown = set(kinds) - set(ERROR_KINDS)
-    if unknown:
-        raise ValueError(f"unknown error kinds {sorted(unknown)}; use {ERROR_KINDS}")
-    label, prob = rows["label"].to_numpy(), rows["prob"].to_numpy(np.float64)
-    outcome = outcome_names(label, prob, threshold)
-    keep = np.isin(outcome, list(kinds))
-    confidence = np.abs(prob - label)[keep]
-    order = np.argsort(-confidence, kind="stable")
-    return rows[keep].iloc[order].assign(outcome=outcome[keep][order], confidence=confidence[order])
+    return _errors(*_arrays(rows), threshold, kinds)
 
 
 def uncertainty_queue(rows: pd.DataFrame, threshold: float) -> pd.DataFrame:
     """Every patch in ``rows``, the ones whose probability is nearest the threshold first."""
-    label, prob = rows["label"].to_numpy(), rows["prob"].to_numpy(np.float64)
-    distance = np.abs(prob - check_threshold(threshold))
-    order = np.argsort(distance, kind="stable")
-    return rows.iloc[order].assign(outcome=outcome_names(label, prob, threshold)[order],
-                                   distance=distance[order])
+    return _uncertain(*_arrays(rows), threshold)
 
 
 def review_queue(rows: pd.DataFrame, threshold: float, order: str, reviewed_rows=()) -> pd.DataFrame:
     """Patches still to review in the chosen order (see QUEUE_ORDERS), leaving out ``reviewed_rows``."""
     if order not in QUEUE_ORDERS:
         raise ValueError(f"unknown queue order {order!r}; use one of {', '.join(QUEUE_ORDERS)}")
-    pending = rows[~rows.index.isin(list(reviewed_rows))]
-    return errors(pending, threshold) if order == "confident_errors" else uncertainty_queue(pending, threshold)
+    index, label, prob = _arrays(rows)
+    pending = ~np.isin(index, np.asarray(list(reviewed_rows), dtype=index.dtype))
+    arrays = (index[pending], label[pending], prob[pending])
+    return _errors(*arrays, threshold, ERROR_KINDS) if order == "confident_errors" else _uncertain(*arrays, threshold)
 
 
 def n_pages(n_items: int, per_page: int) -> int:

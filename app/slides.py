@@ -119,6 +119,18 @@ def square_outline(side: int, top: int, left: int, size: int, thickness: int) ->
     return outline(box, thickness)
 
 
+def only_inside_patches(blended: np.ndarray, patches: np.ndarray, width, height) -> np.ndarray:
+    """``blended`` (n, 50, 50, 3) where each patch has tissue, the original padding elsewhere.
+
+    An edge patch is padded to 50 x 50; a heatmap over its padding would show the model's
+    response to blank glass, which only distracts.
+    """
+    ramp = np.arange(PATCH)
+    width, height = np.atleast_1d(width), np.atleast_1d(height)
+    inside = (ramp[None, :, None] < height[:, None, None]) & (ramp[None, None, :] < width[:, None, None])
+    return np.where(inside[..., None], blended, patches)
+
+
 def region_under_patch(region_mask: np.ndarray | None, x: int, y: int, margin: int = 0) -> np.ndarray | None:
     """The part of a slide's true-region mask under patch (x, y), ``margin`` px wider on every side.
 

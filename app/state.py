@@ -14,6 +14,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from app import loaders
 from pipeline import store
 from pipeline.metrics import check_threshold
 
@@ -71,7 +72,7 @@ def _restore_from_url(run_names: list[str]) -> list[str]:
 def fit_to_run(run: store.Run) -> None:
     """Drop a patient or patch the loaded run does not have (a stale link or another run)."""
     ss = st.session_state
-    known = set(run.table["patient_id"].unique())
+    known = set(loaders.patients(run)["patient_id"])
     if ss.patient is not None and ss.patient not in known:
         ss.url_problems = [*ss.get("url_problems", []), f"patient {ss.patient!r} is not in run {run.name}."]
         ss.patient = None
@@ -149,8 +150,6 @@ def run_label(path: Path) -> str:
 
 def sidebar(run_paths: list[Path]) -> store.Run | None:
     """Run picker, split and threshold controls; returns the loaded run (None if it is broken)."""
-    from app import loaders
-
     ss = st.session_state
     by_name = {p.name: p for p in run_paths}
     if ss.run not in by_name:

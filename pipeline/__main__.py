@@ -26,6 +26,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--epochs", type=int, default=12)
     r.add_argument("--arch", choices=ARCHITECTURES, default="separable")
     r.add_argument("--seed", type=int, default=0, help="seed of the patient split and of training")
+    r.add_argument("--batch-size", type=int, default=128)
     r.add_argument("--tta", action="store_true", help="score with 8-fold dihedral test-time augmentation")
     r.add_argument("--workers", type=int, default=None, help="decoding processes (default: all cores)")
 
@@ -59,7 +60,7 @@ def main(argv=None) -> int:
 
             out = args.out or Path("runs") / args.data.resolve().name
             run_pipeline(args.data, out, arch=args.arch, epochs=args.epochs, seed=args.seed, tta=args.tta,
-                         workers=args.workers)
+                         workers=args.workers, batch_size=args.batch_size)
             print(f"run folder: {out}  (open it with: streamlit run app/main.py)")
         elif args.command == "score":
             from pipeline.run import score_new_data

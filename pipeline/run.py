@@ -12,6 +12,8 @@ import datetime as dt
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 from pipeline import evaluate, ingest, score, split, store
 
 
@@ -63,7 +65,11 @@ def _stage_evaluate(run_dir: Path, upstream_fp: str, thresholds: dict | None = N
     fp = store.fingerprint(upstream_fp, thresholds)
     if store.stage_done(run_dir, "evaluate", fp, store.EVALUATION):
         return store.read_json(run_dir / store.EVALUATION)
-    report = evaluate.evaluate(store.load_run(run_dir).table, thresholds)
+    run = store.load_run(run_dir)
+    mean_rgb = np.concatenate([np.asarray(run.patches[s:s + 65536], np.float32).mean(axis=(1, 2))
+                               for s in range(0, len(run.patches), 65536)])
+    report = evaluate.evaluate(run.table, thresholds, mean_rgb=mean_rgb)
+    report["synthetic"] = run.synthetic
     store.write_json(run_dir / store.EVALUATION, report)
     store.mark_stage(run_dir, "evaluate", fp)
     return report
@@ -71,7 +77,7 @@ def _stage_evaluate(run_dir: Path, upstream_fp: str, thresholds: dict | None = N
 
 def run_pipeline(data: Path | str, out: Path | str, arch: str = "separable", epochs: int = 12, seed: int = 0,
                  fractions=split.DEFAULT_FRACTIONS, tta: bool = False, workers: int | None = None,
-                 time_budget_s: float | None = None) -> dict:
+                 time_budget_s: float | None = None, batch_size: int = 128) -> dict:
     """Ingest ``data``, split, train, score and evaluate into the run folder ``out``."""
     from pipeline import train  # TensorFlow is imported only when a model is needed
 
@@ -85,13 +91,15 @@ def run_pipeline(data: Path | str, out: Path | str, arch: str = "separable", epo
     split_fp = _stage_split(out, seed, fractions)
     _log(evaluate_split_summary(out))
 
-    train_settings = {"arch": arch, "epochs": epochs, "seed": seed, "time_budget_s": time_budget_s}
+    train_settings = {"arch": arch, "epochs": epochs, "seed": seed, "time_budget_s": time_budget_s,
+                      "batch_size": batch_size}
     train_fp = store.fingerprint(split_fp, train_settings)
     if store.stage_done(out, "train", train_fp, store.MODEL):
         _log("train: unchanged inputs and settings, reusing model.keras")
     else:
         _log(f"train: {arch}, up to {epochs} epochs (early stopping on validation PR-AUC)")
-        result = train.train(out, arch=arch, epochs=epochs, seed=seed, time_budget_s=time_budget_s)
+        result = train.train(out, arch=arch, epochs=epochs, seed=seed, time_budget_s=time_budget_s,
+                             batch_size=batch_size)
         store.update_meta(out, arch=arch, cam_layer=result["cam_layer"], seed=seed, train=result)
         store.mark_stage(out, "train", train_fp)
         _log(f"train: best epoch {result['best_epoch']}/{result['epochs_run']}, val PR-AUC "

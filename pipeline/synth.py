@@ -64,9 +64,9 @@ EOSIN_OD = np.array([0.10, 0.85, 0.50])
 # Tissue compartments, each with (eosin level, fibre texture amplitude, diffuse haematoxylin).
 # Tumour nests are weakly eosinophilic; the pink comes from stroma around them.
 COMPARTMENTS = ("tumour", "desmoplasia", "stroma", "fat", "lymphoid", "lobule")
-EOSIN_LEVEL = np.array([0.30, 0.50, 0.65, 0.0, 0.15, 0.30], np.float32)
+EOSIN_LEVEL = np.array([0.40, 0.55, 0.65, 0.0, 0.15, 0.30], np.float32)
 FIBRE_AMPLITUDE = np.array([0.15, 0.35, 0.55, 0.0, 0.10, 0.20], np.float32)
-DIFFUSE_H = np.array([0.22, 0.06, 0.04, 0.0, 0.25, 0.15], np.float32)
+DIFFUSE_H = np.array([0.10, 0.06, 0.04, 0.0, 0.25, 0.15], np.float32)
 
 
 @dataclass(frozen=True)
@@ -302,14 +302,14 @@ def _compartment_weights(rng, lr_shape, idc_soft) -> np.ndarray:
     """
     lymph = _blobs(rng, lr_shape, 22.0, rng.uniform(0.06, 0.25))
     lobule = _blobs(rng, lr_shape, 45.0, rng.uniform(0.15, 0.45))
-    fat = _blobs(rng, lr_shape, 70.0, rng.uniform(0.05, 0.30))
-    nest = _blobs(rng, lr_shape, rng.uniform(7.0, 14.0), rng.uniform(0.35, 0.75))
+    fat = _blobs(rng, lr_shape, 70.0, rng.uniform(0.05, 0.25))
+    nest = _blobs(rng, lr_shape, rng.uniform(7.0, 14.0), rng.uniform(0.45, 0.8))
     zero = np.zeros_like(nest)
     lobule_n = (1.0 - lymph) * lobule
     fat_n = (1.0 - lymph) * (1.0 - lobule) * fat
     stroma = (1.0 - lymph) * (1.0 - lobule) * (1.0 - fat)
     normal = [zero, zero, stroma, fat_n, lymph, lobule_n]
-    til, fat_t = 0.5 * lymph, 0.5 * (1.0 - 0.5 * lymph) * fat
+    til, fat_t = 0.5 * lymph, 0.8 * (1.0 - 0.5 * lymph) * fat
     rest = 1.0 - til - fat_t
     idc = [rest * nest, rest * (1.0 - nest), zero, fat_t, til, zero]
     return np.stack([(1.0 - idc_soft) * n + idc_soft * t for n, t in zip(normal, idc)])
@@ -322,9 +322,10 @@ def _rings(rng, cy, cx, lumen_r, shape):
     owner = np.repeat(np.arange(cy.size), per_ring)
     k = np.arange(owner.size) - np.repeat(np.cumsum(per_ring) - per_ring, per_ring)
     phi = (2 * np.pi * (k / per_ring[owner] + rng.random(cy.size)[owner])
-           + rng.normal(0, 0.12, owner.size))
-    y = (cy[owner] + ring_r[owner] * np.sin(phi)).astype(np.float32)
-    x = (cx[owner] + ring_r[owner] * np.cos(phi)).astype(np.float32)
+           + rng.normal(0, 0.25, owner.size))
+    dist = ring_r[owner] + rng.normal(0, 0.3, owner.size)
+    y = (cy[owner] + dist * np.sin(phi)).astype(np.float32)
+    x = (cx[owner] + dist * np.cos(phi)).astype(np.float32)
     ok = (y >= 0) & (y < shape[0]) & (x >= 0) & (x < shape[1])
     n = int(ok.sum())
     return (y[ok], x[ok], rng.uniform(0.85, 1.1, n).astype(np.float32),
@@ -348,11 +349,11 @@ def _nuclei(rng, weights, along, shape, grade):
     def uniform(lo, hi, n):
         return rng.uniform(lo, hi, n).astype(np.float32)
 
-    y, x, _ = _sample_points(rng, tumour / 5.5, shape)
+    y, x, _ = _sample_points(rng, tumour / 6.5, shape)
     n = y.size
-    a = np.clip(rng.lognormal(math.log(size), spread, n), 0.8, 3.0).astype(np.float32)
+    a = np.clip(rng.lognormal(math.log(size), spread, n), 0.8, 3.5).astype(np.float32)
     parts.append((y, x, a, np.maximum(a / uniform(1.0, 1.8, n), 0.7), uniform(0, np.pi, n),
-                  uniform(0.6, 1.0, n), uniform(0.0, 0.35, n)))
+                  uniform(0.45, 0.85, n), uniform(0.1, 0.45, n)))
 
     y, x, _ = _sample_points(rng, lymph / 3.5, shape)
     n = y.size
@@ -368,7 +369,7 @@ def _nuclei(rng, weights, along, shape, grade):
     # Acini and a few ducts: round lumens ringed by epithelium.
     cy, cx, _ = _sample_points(rng, lobule / 28.0, shape)
     acinus_r = np.where(rng.random(cy.size) < 0.03, rng.uniform(3.0, 7.0, cy.size),
-                        rng.uniform(0.4, 1.1, cy.size)).astype(np.float32)
+                        rng.uniform(0.3, 0.9, cy.size)).astype(np.float32)
     parts.append(_rings(rng, cy, cx, acinus_r, shape))
 
     # Tumour tubules: irregular, elongated lumens inside the nests.
@@ -377,12 +378,13 @@ def _nuclei(rng, weights, along, shape, grade):
     tubule_b = np.maximum(tubule_a / uniform(1.0, 2.2, ty.size), 0.6)
 
     nuclei = _stamp(shape, *(np.concatenate(column) for column in zip(*parts)))
-    lumen_y, lumen_x = np.concatenate([cy, ty]), np.concatenate([cx, tx])
-    ones = np.ones(lumen_y.size, np.float32)
-    lumen = _stamp(shape, lumen_y, lumen_x, np.concatenate([acinus_r, tubule_a]),
-                   np.concatenate([acinus_r, tubule_b]),
+    # Small acini are mostly filled with secretion and out-of-focus cells: only partly empty.
+    depth = np.where(acinus_r > 2.0, 1.0, 0.7).astype(np.float32)
+    lumen = _stamp(shape, np.concatenate([cy, ty]), np.concatenate([cx, tx]),
+                   np.concatenate([acinus_r, tubule_a]), np.concatenate([acinus_r, tubule_b]),
                    np.concatenate([np.zeros(cy.size, np.float32), uniform(0, np.pi, ty.size)]),
-                   ones, 0 * ones)
+                   np.concatenate([depth, np.ones(ty.size, np.float32)]),
+                   np.zeros(cy.size + ty.size, np.float32))
     return nuclei, np.minimum(lumen, 1.0)
 
 
@@ -508,7 +510,7 @@ def render_slide(rng: np.random.Generator, n_target: int, idc_fraction: float) -
 
     weights = (_compartment_weights(rng, lr_shape, idc_soft) * tissue_lr).astype(np.float32)
     along = 1.0 / (1.0 + np.exp(-3.0 * _smooth_noise(rng, lr_shape, 40.0)))  # 1: fibres along x
-    grade = (rng.uniform(1.2, 1.6), rng.uniform(0.18, 0.32))  # tumour nucleus size, pleomorphism
+    grade = (rng.uniform(1.4, 1.9), rng.uniform(0.22, 0.35))  # tumour nucleus size, pleomorphism
     nuclei, lumen = _nuclei(rng, weights, along, shape, grade)
 
     # Stain: per-patient strength and hue, plus smooth drift across the slide (uneven staining,

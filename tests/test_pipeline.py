@@ -84,3 +84,10 @@ def test_compare_trains_each_architecture_on_the_same_split(tiny_cohort, tmp_pat
     # the patch store is shared, not copied
     assert (tmp_path / "cmp" / "plain" / store.PATCHES).stat().st_ino == (tmp_path / "cmp" / "separable" / store.PATCHES).stat().st_ino
     assert "| separable |" in (tmp_path / "cmp" / "comparison.md").read_text()
+
+
+def test_evaluation_records_the_mean_colour_baseline(tiny_run):
+    """Both AUCs are recorded: the CNN's and a logistic regression's on mean patch colour."""
+    test = store.load_run(tiny_run).evaluation["splits"]["test"]
+    assert 0.0 <= test["mean_colour_baseline_roc_auc"] <= 1.0
+    assert 0.0 <= test["roc_auc"] <= 1.0

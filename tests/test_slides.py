@@ -129,3 +129,11 @@ def test_compose_blends_overlay_cells_over_their_pixels_and_exports_png(small_sl
     assert (outlined[10, 20] == overlays.hex_to_rgb(overlays.REGION_OUTLINE_COLOUR)).all()
     png = Image.open(io.BytesIO(slides.png_bytes(slides.side_by_side([out, half]))))
     assert png.size == (2 * slide.shape[1] + 20, slide.shape[0])
+
+
+def test_heatmaps_stay_off_the_padding_of_edge_patches(small_slide):
+    patches, _, _, width, height = small_slide
+    tinted = np.zeros_like(patches)
+    kept = slides.only_inside_patches(tinted, patches, width, height)
+    assert (kept[2, :, :23] == 0).all() and (kept[2, :, 23:] == patches[2, :, 23:]).all()  # 23 px wide
+    assert (kept[4, 17:] == patches[4, 17:]).all() and (kept[0] == 0).all()

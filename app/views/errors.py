@@ -53,13 +53,14 @@ show_cam = cam_col.toggle("Grad-CAM", key="gallery_cam", help="Compute class act
 method = method_col.selectbox("Method", list(METHODS), key="gallery_cam_method", disabled=not show_cam,
                               label_visibility="collapsed")
 start, stop = selection.page_bounds(len(items), number, PER_PAGE)
-shown = items.iloc[start:stop]
+shown = items.iloc[start:stop].join(run.table[["patient_id", "x", "y", "width", "height", "prob"]])
 st.caption(f"Showing {start + 1:,}-{stop:,} of {len(items):,}")
 
 patches = np.asarray(run.patches[shown.index.to_numpy()])
 if show_cam:
     maps = loaders.cams(run, tuple(shown.index), method)
-    patches = overlay_cam(patches, maps, 0.45)
+    patches = slides.only_inside_patches(overlay_cam(patches, maps, 0.45), patches,
+                                         shown["width"].to_numpy(), shown["height"].to_numpy())
 
 for start in range(0, len(shown), COLUMNS):
     for col, (row, item), image in zip(st.columns(COLUMNS), shown.iloc[start:start + COLUMNS].iterrows(),

@@ -88,6 +88,7 @@ def slide_view() -> None:
     ui.patch_picker(rows, outcome, "Patch (or click it on the slide)")
     if selected is not None:
         patch_panel.render(run, selected, threshold)
+    state.sync_url()  # a click reruns only this fragment, not app/main.py, which otherwise keeps the URL
 
 
 slide_view()

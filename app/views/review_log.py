@@ -54,7 +54,7 @@ st.dataframe(
     shown[["created_at", "reviewer", "patient_id", "x", "y", "verdict", "note", "label", "prob", "outcome", "row"]],
     hide_index=True, width="stretch", key="reviews_table", on_select=_open_selected_review,
     selection_mode="single-row",
-    column_config={"created_at": "When (UTC)", "patient_id": "Patient", "verdict": "Verdict", "note": "Note",
+    column_config={"created_at": "When (UTC)", "reviewer": "Reviewer", "patient_id": "Patient", "verdict": "Verdict", "note": "Note",
                    "label": "True label", "prob": st.column_config.NumberColumn("P(IDC)", format="%.3f"),
                    "outcome": f"Outcome at {threshold:.3f}", "row": "Row"},
 )

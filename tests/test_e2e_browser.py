@@ -1,0 +1,155 @@
+"""End to end in a real headless Chromium: the app served by `streamlit run` on the tiny run.
+
+Threshold typed into the number box -> metrics change; a misclassified patch opened from the
+errors gallery -> its Grad-CAM image loads; a review saved; a patch clicked on the slide opens in
+the inspector. A screenshot of each step goes to test-output/e2e/ (git-ignored) for a human look.
+"""
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from pipeline import metrics, store
+
+CHROMIUM = Path("/usr/bin/chromium")
+ROOT = Path(__file__).resolve().parent.parent
+SHOTS = ROOT / "test-output" / "e2e"
+TIMEOUT_MS = 90_000  # the first Grad-CAM loads TensorFlow in the server
+
+pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM} (apt install chromium)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def served_app(tiny_run):
+    """`streamlit run app/main.py` on a free port against the tiny run; always stopped afterwards."""
+    port = free_port()
+    env = {**os.environ, "IDC_RUNS": str(tiny_run.parent)}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port),
+         "--server.headless", "true"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://localhost:{port}/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"streamlit did not start: {server.stderr.read().decode()[-2000:]}")
+            time.sleep(0.5)
+        yield f"http://localhost:{port}"
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def shot(page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"))
+
+
+def metric_value(page, label: str):
+    return page.locator('[data-testid="stMetric"]').filter(has_text=label).locator('[data-testid="stMetricValue"]')
+
+
+def open_page(page, title: str) -> None:
+    page.locator('[data-testid="stSidebarNav"] a').filter(has_text=title).click()
+    page.get_by_role("heading", name=title).wait_for(timeout=TIMEOUT_MS)
+
+
+def threshold_that_changes_the_metrics(rows) -> float:
+    """A threshold (4 decimals, as typed) at which the test split has errors and other metrics than at 0.5."""
+    label, prob = rows["label"].to_numpy(), rows["prob"].to_numpy()
+    at_default = metrics.metrics_at(label, prob, 0.5)
+    for t in (round(float(rows["prob"].median()), 4), 0.3, 0.7):
+        at = metrics.metrics_at(label, prob, t)
+        if at["fp"] + at["fn"] and (at["sensitivity"], at["specificity"]) != (
+                at_default["sensitivity"], at_default["specificity"]):
+            return t
+    raise AssertionError("the tiny run's test split has no threshold that changes its metrics")
+
+
+def test_review_a_misclassified_patch_in_the_browser(served_app, tiny_run):
+    playwright = pytest.importorskip("playwright.sync_api")
+    from playwright.sync_api import expect
+
+    test_rows = store.load_run(tiny_run).table.query("split == 'test'")
+    threshold = threshold_that_changes_the_metrics(test_rows)
+    expected = {t: metrics.metrics_at(test_rows["label"], test_rows["prob"], t) for t in (0.5, threshold)}
+
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        page = browser.new_page(viewport={"width": 1500, "height": 1300})
+        page.set_default_timeout(TIMEOUT_MS)
+        expect.set_options(timeout=TIMEOUT_MS)
+        try:
+            page.goto(served_app)
+            expect(page.get_by_text("SYNTHETIC cohort")).to_be_visible()
+            sensitivity = metric_value(page, "Sensitivity (recall)")
+            expect(sensitivity).to_have_text(f"{expected[0.5]['sensitivity']:.3f}")
+            shot(page, "01_overview")
+
+            box = page.get_by_label("Exact threshold (0 to 1)")
+            box.fill(str(threshold))
+            box.press("Enter")
+            expect(sensitivity).to_have_text(f"{expected[threshold]['sensitivity']:.3f}")
+            expect(metric_value(page, "Specificity")).to_have_text(f"{expected[threshold]['specificity']:.3f}")
+            page.wait_for_url(f"**threshold={threshold}**")
+            shot(page, "02_threshold_changed")
+
+            open_page(page, "Errors & review queue")
+            expect(page.get_by_text("most confident error first")).to_be_visible()
+            shot(page, "03_errors_gallery")
+            page.get_by_role("button", name="Inspect").first.click()
+            page.get_by_role("heading", name="Patch inspector").wait_for()
+            cam = page.locator('[data-testid="stImage"]').filter(has_text="Grad-CAM:").locator("img")
+            expect(cam).to_be_visible()
+            page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=cam.element_handle())
+            assert page.get_by_text("false positive").or_(page.get_by_text("false negative")).count() > 0
+            shot(page, "04_inspector_grad_cam")
+
+            page.get_by_text("Label is wrong").click()
+            page.get_by_label("Note").fill("end-to-end check: stroma, not tumour")
+            page.get_by_label("Reviewer").fill("E2E")
+            page.get_by_role("button", name="Save review").click()
+            expect(page.get_by_text("Review saved: Label is wrong")).to_be_visible()
+            expect(page.get_by_label("Reviewer")).to_have_value("E2E")  # remembered for the next review
+            expect(page.get_by_label("Note")).to_have_value("")
+            shot(page, "05_review_saved")
+
+            open_page(page, "Patient viewer")
+            plot = page.locator(".js-plotly-plot").first
+            expect(plot).to_be_visible()
+            # Click the centre of the first patch of the shown patient, located through Plotly's own axes.
+            target = page.evaluate("""gd => {
+                const points = gd._fullData.find(t => t.name === 'patches');
+                const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, r = gd.getBoundingClientRect();
+                return {x: r.left + xa._offset + xa.l2p(points.x[0]), y: r.top + ya._offset + ya.l2p(points.y[0])};
+            }""", plot.element_handle())
+            page.mouse.move(target["x"], target["y"])
+            page.mouse.click(target["x"], target["y"])
+            opened = page.get_by_role("heading", name="Patch x")
+            expect(opened).to_be_visible()
+            page.wait_for_url("**patch=*")
+            opened.scroll_into_view_if_needed()
+            shot(page, "06_slide_click_opens_patch")
+        finally:
+            browser.close()
