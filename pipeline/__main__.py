@@ -23,7 +23,8 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="ingest a dataset folder, split by patient, train, score every patch, evaluate")
     r.add_argument("--data", type=Path, required=True, help="dataset root: <pid>/<0|1>/*.png or IDC_regular_ps50_idx5/")
     r.add_argument("--out", type=Path, default=None, help="run folder (default: runs/<data folder name>)")
-    r.add_argument("--epochs", type=int, default=12)
+    r.add_argument("--epochs", type=int, default=30, help="epoch cap (early stopping usually ends sooner)")
+    r.add_argument("--patience", type=int, default=8, help="epochs without a better validation PR-AUC before stopping")
     r.add_argument("--arch", choices=ARCHITECTURES, default="separable")
     r.add_argument("--seed", type=int, default=0, help="seed of the patient split and of training")
     r.add_argument("--batch-size", type=int, default=128)
@@ -60,7 +61,7 @@ def main(argv=None) -> int:
 
             out = args.out or Path("runs") / args.data.resolve().name
             run_pipeline(args.data, out, arch=args.arch, epochs=args.epochs, seed=args.seed, tta=args.tta,
-                         workers=args.workers, batch_size=args.batch_size)
+                         workers=args.workers, batch_size=args.batch_size, patience=args.patience)
             print(f"run folder: {out}  (open it with: streamlit run app/main.py)")
         elif args.command == "score":
             from pipeline.run import score_new_data

@@ -75,9 +75,9 @@ def _stage_evaluate(run_dir: Path, upstream_fp: str, thresholds: dict | None = N
     return report
 
 
-def run_pipeline(data: Path | str, out: Path | str, arch: str = "separable", epochs: int = 12, seed: int = 0,
+def run_pipeline(data: Path | str, out: Path | str, arch: str = "separable", epochs: int = 30, seed: int = 0,
                  fractions=split.DEFAULT_FRACTIONS, tta: bool = False, workers: int | None = None,
-                 time_budget_s: float | None = None, batch_size: int = 128) -> dict:
+                 time_budget_s: float | None = None, batch_size: int = 128, patience: int = 8) -> dict:
     """Ingest ``data``, split, train, score and evaluate into the run folder ``out``."""
     from pipeline import train  # TensorFlow is imported only when a model is needed
 
@@ -92,14 +92,14 @@ def run_pipeline(data: Path | str, out: Path | str, arch: str = "separable", epo
     _log(evaluate_split_summary(out))
 
     train_settings = {"arch": arch, "epochs": epochs, "seed": seed, "time_budget_s": time_budget_s,
-                      "batch_size": batch_size}
+                      "batch_size": batch_size, "patience": patience}
     train_fp = store.fingerprint(split_fp, train_settings)
     if store.stage_done(out, "train", train_fp, store.MODEL):
         _log("train: unchanged inputs and settings, reusing model.keras")
     else:
         _log(f"train: {arch}, up to {epochs} epochs (early stopping on validation PR-AUC)")
         result = train.train(out, arch=arch, epochs=epochs, seed=seed, time_budget_s=time_budget_s,
-                             batch_size=batch_size)
+                             batch_size=batch_size, patience=patience)
         store.update_meta(out, arch=arch, cam_layer=result["cam_layer"], seed=seed, train=result)
         store.mark_stage(out, "train", train_fp)
         _log(f"train: best epoch {result['best_epoch']}/{result['epochs_run']}, val PR-AUC "

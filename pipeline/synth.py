@@ -57,12 +57,14 @@ PNG_COMPRESSION = 1
 STAMP_CHUNK = 8192  # ellipses per bincount in _stamp
 STRIP = 150  # rows painted at a time (whole patch rows, a multiple of LOWRES)
 
-# Reference stain directions in optical density (Ruifrok & Johnston); jittered per patient.
+# Stain directions in optical density, jittered per patient: haematoxylin as in Ruifrok &
+# Johnston; eosin absorbing more blue than their vector, for the pink-red of the public scans.
 HAEMATOXYLIN_OD = np.array([0.65, 0.70, 0.29])
 EOSIN_OD = np.array([0.10, 0.85, 0.50])
 
-# Tissue compartments, each with (eosin level, fibre texture amplitude, diffuse haematoxylin).
-# Tumour nests are weakly eosinophilic; the pink comes from stroma around them.
+# Tissue compartments and, per compartment, the eosin level, the collagen-fibre texture
+# amplitude and the diffuse haematoxylin (cytoplasm, out-of-focus nuclei) of the tissue.
+# Cellular compartments get a purple haze; stroma is pink and fibrous.
 COMPARTMENTS = ("tumour", "desmoplasia", "stroma", "fat", "lymphoid", "lobule")
 EOSIN_LEVEL = np.array([0.40, 0.55, 0.65, 0.0, 0.15, 0.30], np.float32)
 FIBRE_AMPLITUDE = np.array([0.15, 0.35, 0.55, 0.0, 0.10, 0.20], np.float32)
@@ -279,9 +281,10 @@ def _tissue(rng, lr_shape, shape, cut, rows, cols, n_cells):
 
 
 def _tissue_share(tissue_lr, in_frame, rows, cols) -> np.ndarray:
-    """Share of each grid cell's scanned area that is tissue (edge cells are only partly scanned)."""
+    """Share of each grid cell's scanned area that is tissue (edge cells are partly scanned)."""
     scanned = _block_mean(in_frame.astype(np.float32), rows, cols)
-    return _block_mean((tissue_lr & in_frame).astype(np.float32), rows, cols) / np.maximum(scanned, 1e-6)
+    tissue = _block_mean((tissue_lr & in_frame).astype(np.float32), rows, cols)
+    return tissue / np.maximum(scanned, 1e-6)
 
 
 def _blobs(rng, lr_shape, scale_px: float, share: float) -> np.ndarray:
@@ -504,7 +507,9 @@ def render_slide(rng: np.random.Generator, n_target: int, idc_fraction: float) -
 
     # IDC: blobs of thresholded smooth noise, sized to the planned share of the tissue.
     idc_f = _smooth_noise(rng, lr_shape, 130.0) + 0.35 * _smooth_noise(rng, lr_shape, 30.0)
-    idc_thr = float(np.quantile(idc_f[tissue_lr], 1.0 - idc_fraction)) if idc_fraction > 0 else np.inf
+    idc_thr = np.inf  # no IDC at all
+    if idc_fraction > 0:
+        idc_thr = float(np.quantile(idc_f[tissue_lr], 1.0 - idc_fraction))
     idc_lr = (idc_f > idc_thr) & tissue_lr
     idc_soft = 1.0 / (1.0 + np.exp(-np.clip(8.0 * (idc_f - idc_thr), -30, 30)))
 
@@ -642,15 +647,13 @@ def _plan_cohort(out_dir: Path, n_patients: int, seed: int) -> list[PatientPlan]
     # The coarse annotation labels more area positive than the region covers.
     share *= (TARGET_POSITIVE / 1.1) / max(float(np.average(share, weights=sizes)), 1e-9)
     share = np.clip(share, 0.0, 0.55)
-    return [
-        PatientPlan(i, str(FIRST_PID + i), int(round(sizes[i])), float(share[i]), seed, str(out_dir))
-        for i in range(n_patients)
-    ]
+    return [PatientPlan(i, str(FIRST_PID + i), int(round(sizes[i])), float(share[i]), seed,
+                        str(out_dir)) for i in range(n_patients)]
 
 
 def generate_cohort(out_dir, n_patients: int = 24, seed: int = 0, workers: int | None = None,
                     progress: bool = True) -> dict:
-    """Write a whole synthetic cohort; return the metadata dict also written to out_dir/SYNTHETIC_MARKER.
+    """Write a whole synthetic cohort; return the metadata dict also written to SYNTHETIC_MARKER.
 
     Patients are rendered in parallel (largest first, for load balance); an earlier synthetic
     cohort in ``out_dir`` is replaced. The marker is written last, via a temporary file and
@@ -665,7 +668,8 @@ def generate_cohort(out_dir, n_patients: int = 24, seed: int = 0, workers: int |
     workers = max(1, min(workers or os.cpu_count() or 1, n_patients))
     results: dict[str, dict] = {}
     start = time.perf_counter()
-    with tqdm(total=n_patients, unit="patient", desc="synthetic cohort", disable=not progress) as bar:
+    bar = tqdm(total=n_patients, unit="patient", desc="synthetic cohort", disable=not progress)
+    with bar:
         def record(res: dict) -> None:
             results[res.pop("patient_id")] = res
             done = sum(r["n_patches"] for r in results.values())

@@ -94,8 +94,8 @@ def _throughput_callback(n_train: int):
     return Throughput()
 
 
-def train(run_dir: Path | str, arch: str = "separable", epochs: int = 12, seed: int = 0,
-          batch_size: int = 128, patience: int = 4, learning_rate: float = 2e-3, verbose: int | None = None,
+def train(run_dir: Path | str, arch: str = "separable", epochs: int = 30, seed: int = 0,
+          batch_size: int = 128, patience: int = 8, learning_rate: float = 2e-3, verbose: int | None = None,
           time_budget_s: float | None = None) -> dict:
     """Train on split 'train', select on 'val'; write model.keras and history.json into the run.
 
