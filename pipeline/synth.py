@@ -306,7 +306,7 @@ def _compartment_weights(rng, lr_shape, idc_soft) -> np.ndarray:
     lymph = _blobs(rng, lr_shape, 22.0, rng.uniform(0.06, 0.25))
     lobule = _blobs(rng, lr_shape, 45.0, rng.uniform(0.15, 0.45))
     fat = _blobs(rng, lr_shape, 70.0, rng.uniform(0.05, 0.25))
-    nest = _blobs(rng, lr_shape, rng.uniform(7.0, 14.0), rng.uniform(0.45, 0.8))
+    nest = _blobs(rng, lr_shape, rng.uniform(7.0, 14.0), rng.uniform(0.5, 0.85))
     zero = np.zeros_like(nest)
     lobule_n = (1.0 - lymph) * lobule
     fat_n = (1.0 - lymph) * (1.0 - lobule) * fat
@@ -339,11 +339,13 @@ def _rings(rng, cy, cx, lumen_r, shape):
 def _nuclei(rng, weights, along, shape, grade):
     """Nuclei of every compartment, drawn in one ``_stamp`` call; also returns the lumen map.
 
-    Sizes are in pixels at the dataset's low magnification, where a nucleus is 1.5-5 px across.
-    Tumour nuclei are the largest, crowded and varied in size, shape and darkness, around small
-    irregular tubules; lymphocytes are tiny, round and dark; stromal nuclei are thin spindles
-    along the collagen; lobules are acini, rings of small regular nuclei around a round lumen,
-    with a few larger ducts.
+    Sizes are in pixels at the dataset's low magnification, where a nucleus is 1.5-6 px across.
+    Tumour nuclei are the largest, crowded, varied in size, shape and darkness, with pale
+    (vesicular) centres, around small irregular tubules; lymphocytes are tiny, round and dark;
+    stromal nuclei are thin spindles along the collagen; lobules are acini, rings of small
+    regular nuclei around a round lumen, with a few larger ducts. Tumour density and darkness
+    are set so that IDC carries about as much haematoxylin per area as lymphoid aggregates and
+    lobules: what sets it apart is size, crowding and pleomorphism, not colour.
     """
     tumour, desmo, stroma, fat, lymph, lobule = weights
     size, spread = grade
@@ -352,11 +354,11 @@ def _nuclei(rng, weights, along, shape, grade):
     def uniform(lo, hi, n):
         return rng.uniform(lo, hi, n).astype(np.float32)
 
-    y, x, _ = _sample_points(rng, tumour / 6.5, shape)
+    y, x, _ = _sample_points(rng, tumour / 9.0, shape)
     n = y.size
     a = np.clip(rng.lognormal(math.log(size), spread, n), 0.8, 3.5).astype(np.float32)
     parts.append((y, x, a, np.maximum(a / uniform(1.0, 1.8, n), 0.7), uniform(0, np.pi, n),
-                  uniform(0.45, 0.85, n), uniform(0.1, 0.45, n)))
+                  uniform(0.5, 0.9, n), uniform(0.15, 0.45, n)))
 
     y, x, _ = _sample_points(rng, lymph / 3.5, shape)
     n = y.size
@@ -395,7 +397,7 @@ def _cracks(rng, lr_shape, along) -> np.ndarray:
     """Low-res field whose zero level set draws the thin retraction cracks of collagen.
 
     Noise stretched along the fibre direction (blended between the horizontal and vertical
-    version like the fibres themselves) crosses zero in long slits, about 12 px apart.
+    version like the fibres themselves) crosses zero in long slits some 10-20 px apart.
     """
     noise = rng.standard_normal(lr_shape, dtype=np.float32)
     horizontal = ndimage.gaussian_filter(noise, (1.2, 6.0))
@@ -515,7 +517,7 @@ def render_slide(rng: np.random.Generator, n_target: int, idc_fraction: float) -
 
     weights = (_compartment_weights(rng, lr_shape, idc_soft) * tissue_lr).astype(np.float32)
     along = 1.0 / (1.0 + np.exp(-3.0 * _smooth_noise(rng, lr_shape, 40.0)))  # 1: fibres along x
-    grade = (rng.uniform(1.4, 1.9), rng.uniform(0.22, 0.35))  # tumour nucleus size, pleomorphism
+    grade = (rng.uniform(1.6, 2.1), rng.uniform(0.25, 0.38))  # tumour nucleus size, pleomorphism
     nuclei, lumen = _nuclei(rng, weights, along, shape, grade)
 
     # Stain: per-patient strength and hue, plus smooth drift across the slide (uneven staining,
