@@ -62,10 +62,15 @@ def _time_budget_callback(seconds: float):
     _, keras = _tf()
 
     class TimeBudget(keras.callbacks.Callback):
-        """Stops after the epoch that would make the next one overrun the budget (so models compare fairly)."""
+        """Stops when the budget is spent, or after an epoch when the next would overrun it (a fair comparison)."""
 
         def on_train_begin(self, logs=None):
             self.t0 = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            # A slow backbone may not finish one epoch in the budget: stop inside the epoch too.
+            if time.perf_counter() - self.t0 > seconds:
+                self.model.stop_training = True
 
         def on_epoch_end(self, epoch, logs=None):
             elapsed = time.perf_counter() - self.t0
