@@ -114,29 +114,57 @@ def input_fingerprint(root: Path | str, scan: Scan) -> str:
     return store.fingerprint(str(Path(root).resolve()), int(files.sum()), len(files), scan.problems)
 
 
+def _decode_with_pil(path: str) -> np.ndarray:
+    """Decode one patch with Pillow, raising an error that says what is wrong with the file."""
+    with Image.open(path) as im:
+        if im.format != "PNG":
+            raise ValueError(f"not a PNG (format {im.format})")
+        if im.mode != "RGB":
+            raise ValueError(f"not an RGB image (mode {im.mode}); re-export it as 8-bit RGB")
+        w, h = im.size
+        if w > PATCH_SIZE or h > PATCH_SIZE:
+            raise ValueError(f"oversized image {w}x{h}; patches are at most {PATCH_SIZE}x{PATCH_SIZE}")
+        im.load()
+        return np.asarray(im)
+
+
+def _decode(path: str, cv2) -> np.ndarray:
+    """OpenCV's decoder (about 1.6x faster than Pillow) for files whose PNG header says 8-bit RGB.
+
+    The header check (IHDR: bit depth 8, colour type 2) keeps the rules identical to the Pillow
+    path, which OpenCV would not (it converts palette images silently). Anything OpenCV rejects,
+    truncated files included, goes through Pillow so the report gets its exact reason.
+    """
+    if cv2 is not None:
+        data = np.fromfile(path, np.uint8)
+        if len(data) > 26 and data[12:16].tobytes() == b"IHDR" and data[24] == 8 and data[25] == 2:
+            arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+            if arr is not None and arr.ndim == 3 and arr.shape[0] <= PATCH_SIZE and arr.shape[1] <= PATCH_SIZE:
+                return arr[:, :, ::-1]  # OpenCV gives BGR
+    return _decode_with_pil(path)
+
+
 def _decode_chunk(args) -> tuple[int, list[tuple[bool, int, int, str]]]:
     """Decode one chunk of PNGs straight into the shared store; return (chunk, per-file status)."""
     chunk_id, start, paths, store_path = args
+    try:
+        import cv2
+
+        cv2.setNumThreads(1)  # parallelism comes from the worker processes
+    except ImportError:
+        cv2 = None
     out = store.open_patch_store(store_path, mode="r+")
     status = []
     for i, path in enumerate(paths):
         try:
-            with Image.open(path) as im:
-                if im.format != "PNG":
-                    raise ValueError(f"not a PNG (format {im.format})")
-                if im.mode != "RGB":
-                    raise ValueError(f"not an RGB image (mode {im.mode}); re-export it as 8-bit RGB")
-                w, h = im.size
-                if w > PATCH_SIZE or h > PATCH_SIZE:
-                    raise ValueError(f"oversized image {w}x{h}; patches are at most {PATCH_SIZE}x{PATCH_SIZE}")
-                im.load()
-                arr = np.asarray(im)
+            arr = _decode(path, cv2)
         except Exception as exc:  # noqa: BLE001 - any decoding failure is one bad file, never fatal
             reason = str(exc) or type(exc).__name__
             if "truncated" in reason.lower() or isinstance(exc, (OSError, SyntaxError)):
                 reason = f"corrupt or truncated PNG ({reason}); re-download this file"
             status.append((False, 0, 0, reason))
             continue
+        h, w = arr.shape[:2]
         row = out[start + i]
         row[...] = store.PAD_VALUE
         row[:h, :w] = arr
