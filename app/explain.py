@@ -168,7 +168,7 @@ class Explainer:
 
     def _targets(self, x: np.ndarray, target) -> np.ndarray:
         if target is None:
-            return self.logits(x) >= 0.0  # P >= 0.5; temperature scaling does not move this point
+            return self.logits(x) >= 0.0  # the model's own call (uncalibrated P >= 0.5), not the slider's
         t = np.asarray(target)
         if t.ndim == 0:
             t = np.full(len(x), t.item())

@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 
 from pipeline import store  # noqa: E402
-from pipeline.compare import _share_ingest  # noqa: E402
+from pipeline.compare import share_ingest  # noqa: E402
 from pipeline.run import run_pipeline  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "idc_sample"
@@ -43,7 +43,7 @@ def main() -> int:
     for seed in args.seeds:
         run_dir = args.out / f"real-sample-s{seed}{'-tta' if args.tta else ''}"
         if first is not None:
-            _share_ingest(first, run_dir)
+            share_ingest(first, run_dir)
         report = run_pipeline(args.data, run_dir, epochs=args.epochs, seed=seed, tta=args.tta)
         first = first or run_dir
         test = report["splits"]["test"]

@@ -20,7 +20,7 @@ from pipeline.run import run_pipeline
 DEFAULT_ARCHS = ("separable", "plain", "efficientnetb0", "vgg16", "resnet50", "xception")
 
 
-def _share_ingest(first: Path, other: Path) -> None:
+def share_ingest(first: Path, other: Path) -> None:
     """Give ``other`` the first run's ingest (hard links, no copy) so its ingest stage is skipped."""
     other.mkdir(parents=True, exist_ok=True)
     for name in (store.MANIFEST, store.PATCHES, store.INGEST_REPORT):
@@ -57,7 +57,7 @@ def compare(data: Path | str, out: Path | str, archs=DEFAULT_ARCHS, minutes: flo
     for arch in archs:
         run_dir = out / arch
         if first is not None:
-            _share_ingest(first, run_dir)
+            share_ingest(first, run_dir)
         print(f"\n== {arch}: up to {minutes:g} min of training", flush=True)
         report = run_pipeline(data, run_dir, arch=arch, epochs=epochs, seed=seed, time_budget_s=minutes * 60)
         first = first or run_dir
