@@ -35,6 +35,17 @@ def curves(label: np.ndarray, prob: np.ndarray) -> dict:
     return out
 
 
+def score_text(context: dict | None, roc_auc_patch_only: float | None = None) -> str:
+    """What P(IDC) is in this run: the patch alone, or the patch with its neighbourhood context."""
+    if not context:
+        return "P(IDC) is the CNN's calibrated score of each patch alone."
+    text = (f"P(IDC) combines each patch's CNN score with its neighbours' on the same slide (Gaussian "
+            f"weighting, σ = {context['sigma_px']:.0f} px), fitted on the validation patients")
+    if roc_auc_patch_only is not None and np.isfinite(roc_auc_patch_only):
+        text += f"; the patch alone reaches ROC-AUC {roc_auc_patch_only:.3f} here"
+    return text + "."
+
+
 def operating_point(at: dict) -> dict:
     """Where the threshold sits on the ROC (FPR, TPR) and PR (recall, precision) curves."""
     return {"fpr": 1.0 - at["specificity"], "tpr": at["sensitivity"],

@@ -17,7 +17,7 @@ import streamlit as st
 
 from app import cohort, slides
 from app.reviews import ReviewStore
-from pipeline import evaluate, store
+from pipeline import evaluate, metrics, store
 
 RUNS_ENV = "IDC_RUNS"
 DEFAULT_RUNS_DIR = Path("runs")
@@ -83,7 +83,10 @@ def curves(run: store.Run, split: str) -> dict:
 @st.cache_resource(max_entries=16, show_spinner="Computing curves...")
 def _curves(_run: store.Run, key: str, split: str) -> dict:
     data = split_data(_run, split)
-    return cohort.curves(data.label, data.prob)
+    out = cohort.curves(data.label, data.prob)
+    if out["roc"] is not None:  # what the patch alone (no neighbourhood context) reaches, for comparison
+        out["roc_auc_patch_only"] = metrics.roc_auc(data.label, data.rows["prob_patch"].to_numpy())
+    return out
 
 
 def patients(run: store.Run) -> pd.DataFrame:

@@ -46,7 +46,10 @@ def render(run: store.Run, row: int, threshold: float) -> None:
 
     st.subheader(f"Patch x {x}, y {y} · patient {pid}")
     facts = [f"**True label:** {'IDC' if label else 'non-IDC'}",
-             f"**P(IDC):** {prob:.3f} (calibrated; {float(patch_row['prob_uncalibrated']):.3f} before calibration)",
+             f"**P(IDC):** {prob:.3f} " + (
+                 f"(with neighbourhood context; the patch alone {float(patch_row['prob_patch']):.3f}, "
+                 if run.meta.get("context") else "(calibrated; ")
+             + f"{float(patch_row['prob_uncalibrated']):.3f} model output before calibration)",
              f"**At threshold {threshold:.3f}:** {ui.outcome_badge(outcome)}",
              f"**Split:** {patch_row['split']} · **row** {row}"]
     width, height = int(patch_row["width"]), int(patch_row["height"])
@@ -85,7 +88,7 @@ def _images(run: store.Run, row: int, patch: np.ndarray, size: tuple[int, int], 
         return
     blended = slides.only_inside_patches(overlay_cam(patch, cam, alpha)[None], patch[None], width, height)[0]
     cam_col.image(_framed(_with_region(slides.upscale_nearest(blended, ZOOM), region)),
-                  caption=f"{method}: evidence for IDC (red = most)", width="content")
+                  caption=f"{method}: evidence for IDC in this patch alone (red = most)", width="content")
 
 
 def _save_review(run: store.Run, row: int, pid: str, x: int, y: int) -> None:

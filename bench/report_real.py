@@ -1,6 +1,6 @@
 """Model quality on real tissue over several patient splits: mean and spread, not one lucky split.
 
-Run: .venv/bin/python bench/report_real.py [--data ../shared/data/idc_sample] [--seeds 0 1 2] [--tta]
+Run: .venv/bin/python bench/report_real.py [--data ../shared/data/idc_sample] [--seeds 0 1 2] [--tta] [--no-context]
 
 Each seed draws a different patient-level split (70/15/15) and trains the default model from
 scratch; thresholds are chosen on that split's validation patients and every figure is measured on
@@ -25,7 +25,7 @@ from pipeline.compare import share_ingest  # noqa: E402
 from pipeline.run import run_pipeline  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "idc_sample"
-FIGURES = ("f1", "balanced_accuracy", "roc_auc", "pr_auc", "ece_uncalibrated", "ece")
+FIGURES = ("f1", "balanced_accuracy", "roc_auc", "pr_auc", "roc_auc_patch_only", "ece_uncalibrated", "ece")
 
 
 def main() -> int:
@@ -34,6 +34,8 @@ def main() -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--tta", action="store_true")
+    p.add_argument("--no-context", dest="context", action="store_false",
+                   help="score each patch alone (ablation of the neighbourhood-context stage)")
     p.add_argument("--out", type=Path, default=ROOT / "runs")
     args = p.parse_args()
     if not args.data.is_dir():
@@ -41,33 +43,39 @@ def main() -> int:
         return 0
     rows, first = [], None
     for seed in args.seeds:
-        run_dir = args.out / f"real-sample-s{seed}{'-tta' if args.tta else ''}"
+        run_dir = args.out / f"real-sample-s{seed}{'-tta' if args.tta else ''}{'' if args.context else '-nocontext'}"
         if first is not None:
             share_ingest(first, run_dir)
-        report = run_pipeline(args.data, run_dir, epochs=args.epochs, seed=seed, tta=args.tta)
+        report = run_pipeline(args.data, run_dir, epochs=args.epochs, seed=seed, tta=args.tta, use_context=args.context)
         first = first or run_dir
         test = report["splits"]["test"]
         at = test["at"]["f1_optimal"]
         train_s = store.read_meta(run_dir)["train"]["train_seconds"]
         rows.append({"seed": seed, "patients": test["n_patients"], "patches": test["n_patches"],
                      "f1": at["f1"], "balanced_accuracy": at["balanced_accuracy"], "roc_auc": test["roc_auc"],
-                     "pr_auc": test["pr_auc"], "ece_uncalibrated": test["ece_uncalibrated"], "ece": test["ece"],
+                     "pr_auc": test["pr_auc"], "roc_auc_patch_only": test.get("roc_auc_patch_only", test["roc_auc"]),
+                     "ece_uncalibrated": test["ece_uncalibrated"], "ece": test["ece"],
                      "train_min": train_s / 60})
     lines = [f"Real sample ({args.data.name}), test split of each seed, F1 and balanced accuracy at the "
-             f"validation-chosen F1-optimal threshold{', dihedral TTA' if args.tta else ''}:", "",
-             "| seed | test patients | test patches | F1 | balanced acc. | ROC-AUC | PR-AUC | ECE raw -> calibrated | training (min) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             f"validation-chosen F1-optimal threshold{', dihedral TTA' if args.tta else ''}"
+             f"{', with neighbourhood context' if args.context else ', each patch alone (no context)'}:", "",
+             "| seed | test patients | test patches | F1 | balanced acc. | ROC-AUC | PR-AUC | ROC-AUC patch alone | "
+             "ECE raw -> calibrated | training (min) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r['seed']} | {r['patients']} | {r['patches']:,} | {r['f1']:.3f} | {r['balanced_accuracy']:.3f} | "
-                     f"{r['roc_auc']:.3f} | {r['pr_auc']:.3f} | {r['ece_uncalibrated']:.3f} -> {r['ece']:.3f} | {r['train_min']:.1f} |")
+                     f"{r['roc_auc']:.3f} | {r['pr_auc']:.3f} | {r['roc_auc_patch_only']:.3f} | "
+                     f"{r['ece_uncalibrated']:.3f} -> {r['ece']:.3f} | {r['train_min']:.1f} |")
     mean = {k: np.mean([r[k] for r in rows]) for k in FIGURES}
     sd = {k: np.std([r[k] for r in rows], ddof=1) if len(rows) > 1 else 0.0 for k in FIGURES}
     lines.append(f"| mean ± sd | | | {mean['f1']:.3f} ± {sd['f1']:.3f} | {mean['balanced_accuracy']:.3f} ± "
                  f"{sd['balanced_accuracy']:.3f} | {mean['roc_auc']:.3f} ± {sd['roc_auc']:.3f} | {mean['pr_auc']:.3f} ± "
-                 f"{sd['pr_auc']:.3f} | {mean['ece_uncalibrated']:.3f} -> {mean['ece']:.3f} | |")
+                 f"{sd['pr_auc']:.3f} | {mean['roc_auc_patch_only']:.3f} ± {sd['roc_auc_patch_only']:.3f} | "
+                 f"{mean['ece_uncalibrated']:.3f} -> {mean['ece']:.3f} | |")
     text = "\n".join(lines) + "\n"
     print("\n" + text)
-    with store.atomic_path(args.out / f"real-sample-report{'-tta' if args.tta else ''}.md") as tmp:
+    name = f"real-sample-report{'-tta' if args.tta else ''}{'' if args.context else '-nocontext'}.md"
+    with store.atomic_path(args.out / name) as tmp:
         tmp.write_text(text)
     return 0
 

@@ -30,6 +30,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--batch-size", type=int, default=128)
     r.add_argument("--tta", action="store_true", help="score with 8-fold dihedral test-time augmentation")
     r.add_argument("--workers", type=int, default=None, help="decoding processes (default: all cores)")
+    r.add_argument("--no-context", dest="context", action="store_false",
+                   help="score each patch alone, without its neighbours' scores (pipeline.context)")
 
     c = sub.add_parser("score", help="score new patient folders with an already trained run")
     c.add_argument("--run", type=Path, required=True, help="the trained run folder")
@@ -61,7 +63,8 @@ def main(argv=None) -> int:
 
             out = args.out or Path("runs") / args.data.resolve().name
             run_pipeline(args.data, out, arch=args.arch, epochs=args.epochs, seed=args.seed, tta=args.tta,
-                         workers=args.workers, batch_size=args.batch_size, patience=args.patience)
+                         workers=args.workers, batch_size=args.batch_size, patience=args.patience,
+                         use_context=args.context)
             print(f"run folder: {out}  (open it with: streamlit run app/main.py)")
         elif args.command == "score":
             from pipeline.run import score_new_data

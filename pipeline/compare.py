@@ -67,7 +67,8 @@ def compare(data: Path | str, out: Path | str, archs=DEFAULT_ARCHS, minutes: flo
         rows.append({
             "architecture": arch, "test_patients": test["n_patients"], "test_patches": test["n_patches"],
             "f1": at["f1"], "balanced_accuracy": at["balanced_accuracy"], "roc_auc": test["roc_auc"],
-            "pr_auc": test["pr_auc"], "params": meta["train"]["params"], "epochs": meta["train"]["epochs_run"],
+            "pr_auc": test["pr_auc"], "roc_auc_patch_only": test.get("roc_auc_patch_only", test["roc_auc"]),
+            "params": meta["train"]["params"], "epochs": meta["train"]["epochs_run"],
             "train_patches_per_s": meta["train"]["train_patches_per_s"],
             "score_patches_per_s": round(_scoring_rate(run_dir), 1),
         })
@@ -81,13 +82,14 @@ def compare(data: Path | str, out: Path | str, archs=DEFAULT_ARCHS, minutes: flo
 
 def to_markdown(table: pd.DataFrame, minutes: float) -> str:
     head = (f"Test split ({table['test_patients'].iloc[0]} patients, {table['test_patches'].iloc[0]:,} patches), "
-            f"F1 and balanced accuracy at the validation-chosen F1-optimal threshold; "
+            f"F1 and balanced accuracy at the validation-chosen F1-optimal threshold (scores with neighbourhood "
+            f"context; roc_auc_patch_only is the CNN alone); "
             f"each model trained for at most {minutes:g} min on 2 CPU cores.\n\n")
-    cols = ["architecture", "f1", "balanced_accuracy", "roc_auc", "pr_auc", "params", "epochs",
+    cols = ["architecture", "f1", "balanced_accuracy", "roc_auc", "pr_auc", "roc_auc_patch_only", "params", "epochs",
             "train_patches_per_s", "score_patches_per_s"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in table[cols].itertuples(index=False):
-        cells = [f"{v:.3f}" if isinstance(v, (float, np.floating)) and c in ("f1", "balanced_accuracy", "roc_auc", "pr_auc")
+        cells = [f"{v:.3f}" if isinstance(v, (float, np.floating)) and c in ("f1", "balanced_accuracy", "roc_auc", "pr_auc", "roc_auc_patch_only")
                  else (f"{v:,.0f}" if isinstance(v, (int, float, np.integer, np.floating)) else str(v))
                  for c, v in zip(cols, r)]
         lines.append("| " + " | ".join(cells) + " |")

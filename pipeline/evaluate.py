@@ -48,6 +48,9 @@ def evaluate_split(rows: pd.DataFrame, thresholds: dict[str, float]) -> dict:
     out = describe(rows)
     out["roc_auc"] = metrics.roc_auc(y, p) if len(y) else float("nan")
     out["pr_auc"] = metrics.average_precision(y, p) if len(y) else float("nan")
+    if "prob_patch" in rows and len(y):  # what the neighbourhood context adds to the patch alone
+        out["roc_auc_patch_only"] = metrics.roc_auc(y, rows["prob_patch"].to_numpy())
+        out["pr_auc_patch_only"] = metrics.average_precision(y, rows["prob_patch"].to_numpy())
     out["at"] = {name: metrics.metrics_at(y, p, t) for name, t in thresholds.items()}
     if "prob_uncalibrated" in rows:
         out["ece_uncalibrated"] = metrics.expected_calibration_error(y, rows["prob_uncalibrated"].to_numpy())
@@ -75,15 +78,18 @@ def mean_colour_baseline(table: pd.DataFrame, mean_rgb: np.ndarray, split: str =
 
 
 def evaluate(table: pd.DataFrame, thresholds: dict[str, float] | None = None,
-             mean_rgb: np.ndarray | None = None) -> dict:
-    """The full report. Presets are chosen on 'val' unless given (e.g. carried over from a trained run)."""
+             mean_rgb: np.ndarray | None = None, context: dict | None = None) -> dict:
+    """The full report. Presets are chosen on 'val' unless given (e.g. carried over from a trained run).
+
+    ``context`` is the run's neighbourhood-context parameters (None when scores are the patch alone).
+    """
     if thresholds is None:
         val = split_rows(table, "val")
         thresholds = metrics.threshold_presets(val["label"].to_numpy(), val["prob"].to_numpy())
         chosen_on = {"split": "val", **describe(val)}
     else:
         chosen_on = {"split": "carried over from the training run"}
-    report = {"thresholds": thresholds, "thresholds_chosen_on": chosen_on, "splits": {}}
+    report = {"thresholds": thresholds, "thresholds_chosen_on": chosen_on, "context": context, "splits": {}}
     for split in ("test", "val", "train", "all"):
         rows = split_rows(table, split)
         if len(rows):
@@ -106,6 +112,8 @@ def format_report(report: dict, split: str = "test") -> str:
         f"({s['n_positive']:,} IDC-positive)",
         f"  ROC-AUC {s['roc_auc']:.3f}   PR-AUC {s['pr_auc']:.3f}   "
         f"ECE {s.get('ece_uncalibrated', float('nan')):.3f} -> {s['ece']:.3f} after calibration",
+        *([f"  the patch alone, without neighbourhood context: ROC-AUC {s['roc_auc_patch_only']:.3f}   "
+           f"PR-AUC {s['pr_auc_patch_only']:.3f}"] if report.get("context") else []),
         *([f"  baseline: logistic regression on mean patch colour, ROC-AUC {s['mean_colour_baseline_roc_auc']:.3f} "
            "(fitted on train; far below the CNN means the label is not a colour cue)"]
           if "mean_colour_baseline_roc_auc" in s else []),

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import evaluate, ingest, score, split, store
+from pipeline import context, evaluate, ingest, score, split, store
 
 
 def _log(msg: str) -> None:
@@ -41,22 +41,37 @@ def _stage_split(run_dir: Path, seed: int, fractions) -> str:
     return fp
 
 
-def _stage_score(run_dir: Path, upstream_fp: str, tta: bool, calibration: dict | None = None) -> str:
-    """Score every patch; fit the calibration on validation unless one is given."""
-    fp = store.fingerprint(upstream_fp, tta, calibration)
+def _stage_score(run_dir: Path, upstream_fp: str, tta: bool, calibration: dict | None = None,
+                 use_context: bool = True, context_params: dict | None = None) -> str:
+    """Score every patch; fit the calibration and the neighbourhood context on validation unless given.
+
+    Writes three probabilities per patch: the model's raw output, the patch alone calibrated, and
+    the final score with neighbourhood context (the same as the patch alone when context is off).
+    """
+    fp = store.fingerprint(upstream_fp, tta, calibration, use_context, context_params)
     if store.stage_done(run_dir, "score", fp, store.SCORES):
         return fp
     model = _load_model(run_dir)
     patches = store.read_patches(run_dir)
     raw = score.predict_probabilities(model, patches, tta=tta, progress=True)
+    manifest = store.read_manifest(run_dir)
+    labels = manifest["label"].to_numpy()
+    val = (manifest["patient_id"].map(store.read_split(run_dir)["patients"]) == "val").to_numpy()
     if calibration is None:
-        manifest = store.read_manifest(run_dir)
-        split_of = manifest["patient_id"].map(store.read_split(run_dir)["patients"])
-        val = (split_of == "val").to_numpy()
-        calibration = score.fit_calibration(raw[val], manifest["label"].to_numpy()[val])
-    store.write_scores(run_dir, score.apply_calibration(raw, calibration), raw)
+        calibration = score.fit_calibration(raw[val], labels[val])
+    prob_patch = score.apply_calibration(raw, calibration)
+    where = (manifest["patient_id"].to_numpy(), manifest["x"].to_numpy(), manifest["y"].to_numpy())
+    if use_context and context_params is None:
+        context_params = context.fit_context(*(a[val] for a in where), score.logit(raw[val]), labels[val])
+        if context_params is None:
+            _log("context: validation has a single class, nothing to fit; scores are the patch alone")
+    if use_context and context_params:
+        prob = context.apply_context(context_params, *where, score.logit(raw))
+    else:
+        context_params, prob = None, prob_patch
+    store.write_scores(run_dir, prob, raw, prob_patch)
     ingest_fp = store.read_meta(run_dir)["stages"]["ingest"]["fingerprint"]
-    store.update_meta(run_dir, calibration=calibration, tta=tta)
+    store.update_meta(run_dir, calibration=calibration, context=context_params, tta=tta)
     store.mark_stage(run_dir, "score", fp, manifest=ingest_fp)
     return fp
 
@@ -68,7 +83,7 @@ def _stage_evaluate(run_dir: Path, upstream_fp: str, thresholds: dict | None = N
     run = store.load_run(run_dir)
     mean_rgb = np.concatenate([np.asarray(run.patches[s:s + 65536], np.float32).mean(axis=(1, 2))
                                for s in range(0, len(run.patches), 65536)])
-    report = evaluate.evaluate(run.table, thresholds, mean_rgb=mean_rgb)
+    report = evaluate.evaluate(run.table, thresholds, mean_rgb=mean_rgb, context=run.meta.get("context"))
     report["synthetic"] = run.synthetic
     store.write_json(run_dir / store.EVALUATION, report)
     store.mark_stage(run_dir, "evaluate", fp)
@@ -77,8 +92,12 @@ def _stage_evaluate(run_dir: Path, upstream_fp: str, thresholds: dict | None = N
 
 def run_pipeline(data: Path | str, out: Path | str, arch: str = "separable", epochs: int = 30, seed: int = 0,
                  fractions=split.DEFAULT_FRACTIONS, tta: bool = False, workers: int | None = None,
-                 time_budget_s: float | None = None, batch_size: int = 128, patience: int = 8) -> dict:
-    """Ingest ``data``, split, train, score and evaluate into the run folder ``out``."""
+                 time_budget_s: float | None = None, batch_size: int = 128, patience: int = 8,
+                 use_context: bool = True) -> dict:
+    """Ingest ``data``, split, train, score and evaluate into the run folder ``out``.
+
+    ``use_context`` adds the neighbourhood-context stage (pipeline.context) to the patch scores.
+    """
     from pipeline import train  # TensorFlow is imported only when a model is needed
 
     out = Path(out)
@@ -106,7 +125,7 @@ def run_pipeline(data: Path | str, out: Path | str, arch: str = "separable", epo
              f"{result['best_val_pr_auc']:.3f}, {result['train_seconds']:.0f} s, "
              f"{result['train_patches_per_s']:,.0f} patches/s")
 
-    score_fp = _stage_score(out, train_fp, tta)
+    score_fp = _stage_score(out, train_fp, tta, use_context=use_context)
     report = _stage_evaluate(out, score_fp)
     store.update_meta(out, thresholds=report["thresholds"])
     _log(evaluate.format_report(report))
@@ -126,8 +145,8 @@ def score_new_data(source_run: Path | str, data: Path | str, out: Path | str, wo
     """Score new patient folders with a trained run's model, calibration and thresholds.
 
     Every new patient goes to the 'test' split: the model has never seen them. The new run
-    carries the source run's calibration and threshold presets, so its numbers mean exactly what
-    they mean on the source run's own test split.
+    carries the source run's calibration, neighbourhood-context weights and threshold presets, so
+    its numbers mean exactly what they mean on the source run's own test split.
     """
     source_run, out = Path(source_run), Path(out)
     src_meta = store.read_meta(source_run)
@@ -153,8 +172,11 @@ def score_new_data(source_run: Path | str, data: Path | str, out: Path | str, wo
         store.mark_stage(out, "train", model_fp, source_run=str(source_run.resolve()))
     store.update_meta(out, arch=src_meta.get("arch"), cam_layer=src_meta.get("cam_layer"),
                       source_run=str(source_run.resolve()))
+    # The source run's calibration and context weights are carried over, never refitted: new
+    # patients have no labels to fit on, and refitting would change what a threshold means.
     score_fp = _stage_score(out, model_fp, bool(src_meta.get("tta")),
-                            calibration=src_meta.get("calibration", score.IDENTITY))
+                            calibration=src_meta.get("calibration", score.IDENTITY),
+                            use_context=bool(src_meta.get("context")), context_params=src_meta.get("context"))
     report = _stage_evaluate(out, score_fp, thresholds=src_meta["thresholds"])
     store.update_meta(out, thresholds=report["thresholds"])
     _log(evaluate.format_report(report))

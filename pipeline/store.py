@@ -4,7 +4,8 @@ A run folder is what the pipeline writes and the app reads; nothing else parses 
 
     runs/<name>/
       run.json             run metadata: data root, synthetic flag, architecture, seed, calibration
-                           calibration (temperature, bias), threshold presets, per-stage fingerprints
+                           (temperature, bias), context (Gaussian width and weights), threshold
+                           presets, per-stage fingerprints
       manifest.parquet     one row per patch, row i <-> patches.npy[i]: patient_id, x, y, width,
                            height, label, source (path relative to the data root)
       patches.npy          uint8 (N, 50, 50, 3), memory-mapped; edge patches padded with white,
@@ -13,7 +14,8 @@ A run folder is what the pipeline writes and the app reads; nothing else parses 
       split.json           patient -> train/val/test, with seed and fractions
       model.keras          the trained Keras model (input float 0..255, output P(IDC) before calibration)
       history.json         per-epoch training metrics
-      scores.parquet       row-aligned with the manifest: prob (calibrated), prob_uncalibrated
+      scores.parquet       row-aligned with the manifest: prob (final, calibrated, with neighbourhood
+                           context), prob_patch (the patch alone, calibrated), prob_uncalibrated
       evaluation.json      metrics on val/test at the threshold presets, per patient, calibration
       region_masks/<pid>.png  synthetic cohorts only: the true IDC region at pixel level
       reviews.sqlite       pathologist reviews (owned by app/reviews.py)
@@ -203,8 +205,12 @@ def read_split(run_dir: Path | str) -> dict:
 
 
 # --------------------------------------------------------------------------- scores
-def write_scores(run_dir: Path | str, prob: np.ndarray, prob_uncalibrated: np.ndarray) -> None:
+def write_scores(run_dir: Path | str, prob: np.ndarray, prob_uncalibrated: np.ndarray,
+                 prob_patch: np.ndarray | None = None) -> None:
+    """prob: the final calibrated score; prob_uncalibrated: the model's output; prob_patch: the patch
+    alone, calibrated, without neighbourhood context (defaults to prob when there is no context)."""
     df = pd.DataFrame({"prob": np.asarray(prob, np.float32),
+                       "prob_patch": np.asarray(prob if prob_patch is None else prob_patch, np.float32),
                        "prob_uncalibrated": np.asarray(prob_uncalibrated, np.float32)})
     with atomic_path(Path(run_dir) / SCORES) as tmp:
         df.to_parquet(tmp, index=False)
@@ -288,6 +294,8 @@ def load_run(run_dir: Path | str) -> Run:
     table["split"] = table["patient_id"].map(split).fillna("unassigned").astype(str)
     table["prob"] = scores["prob"].to_numpy(np.float32)
     table["prob_uncalibrated"] = scores["prob_uncalibrated"].to_numpy(np.float32)
+    # Runs scored before the context stage existed have no prob_patch: their prob is the patch alone.
+    table["prob_patch"] = scores.get("prob_patch", scores["prob"]).to_numpy(np.float32)
     evaluation = read_json(run_dir / EVALUATION) if (run_dir / EVALUATION).exists() else {}
     return Run(path=run_dir, meta=meta, table=table, patches=patches, evaluation=evaluation)
 

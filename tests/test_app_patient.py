@@ -70,4 +70,8 @@ def test_overlays_layouts_and_patch_choice(monkeypatch, tiny_run):
     at.selectbox(key="w_patch").set_value(row).run()
     x, y = run.table.loc[row, ["x", "y"]]
     assert any(h.value == f"Patch x {x}, y {y} · patient {patient}" for h in at.subheader)
+    # Both scores are shown: the final one with context, and the patch alone that Grad-CAM explains.
+    final, alone = run.table.loc[row, ["prob", "prob_patch"]]
+    assert any(f"**P(IDC):** {final:.3f} (with neighbourhood context; the patch alone {alone:.3f}" in m.value
+               for m in at.markdown)
     assert at.query_params["patch"] == str(row)

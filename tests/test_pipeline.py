@@ -38,6 +38,35 @@ def test_evaluation_says_split_and_counts(tiny_run):
     assert at["tp"] + at["fp"] + at["fn"] + at["tn"] == len(rows)
 
 
+def test_scores_carry_the_neighbourhood_context_fitted_on_validation(tiny_run, tiny_cohort, tmp_path):
+    import shutil
+
+    from pipeline import context, score
+    from pipeline.run import run_pipeline
+
+    run = store.load_run(tiny_run)
+    params = run.meta["context"]
+    assert params["sigma_px"] in context.SIGMAS_PX and run.evaluation["context"] == params
+    t = run.table
+    # prob is exactly the context model applied to the model's own output; prob_patch is the patch alone.
+    again = context.apply_context(params, t["patient_id"], t["x"], t["y"], score.logit(t["prob_uncalibrated"]))
+    np.testing.assert_allclose(t["prob"], again, atol=1e-5)
+    np.testing.assert_allclose(t["prob_patch"], score.apply_calibration(t["prob_uncalibrated"], run.meta["calibration"]),
+                               atol=1e-5)
+    assert "roc_auc_patch_only" in run.evaluation["splits"]["test"]
+
+    # --no-context re-scores without retraining, and then the score is the patch alone.
+    copy = tmp_path / "no_context"
+    shutil.copytree(tiny_run, copy)
+    model_mtime = (copy / store.MODEL).stat().st_mtime_ns
+    run_pipeline(tiny_cohort, copy, epochs=2, seed=1, use_context=False)
+    plain = store.load_run(copy)
+    assert (copy / store.MODEL).stat().st_mtime_ns == model_mtime
+    assert plain.meta["context"] is None
+    np.testing.assert_allclose(plain.table["prob"], plain.table["prob_patch"])
+    np.testing.assert_allclose(plain.table["prob"], t["prob_patch"], atol=1e-5)
+
+
 def test_rerun_with_same_inputs_skips_every_stage(tiny_run, tiny_cohort, capsys):
     before = {p.name: p.stat().st_mtime_ns for p in tiny_run.iterdir() if p.is_file() and p.name != store.RUN_META}
     assert cli(["run", "--data", str(tiny_cohort), "--out", str(tiny_run), "--epochs", "2", "--seed", "1"]) == 0
