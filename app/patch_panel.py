@@ -36,6 +36,15 @@ def _framed(image: np.ndarray) -> np.ndarray:
     return slides.paint(image, slides.square_outline(image.shape[0], 0, 0, image.shape[0], 1), FRAME_RGB)
 
 
+def _probability_text(run: store.Run, patch_row) -> str:
+    """The final P(IDC) and what it is made of: the patch alone (what Grad-CAM explains), the raw output."""
+    raw = f"{float(patch_row['prob_uncalibrated']):.3f} model output before calibration"
+    if run.meta.get("context"):
+        return (f"**P(IDC):** {float(patch_row['prob']):.3f} (with neighbourhood context; the patch alone "
+                f"{float(patch_row['prob_patch']):.3f}, {raw})")
+    return f"**P(IDC):** {float(patch_row['prob']):.3f} (calibrated; {raw})"
+
+
 def render(run: store.Run, row: int, threshold: float) -> None:
     patch_row = run.table.iloc[row]
     pid, x, y = str(patch_row["patient_id"]), int(patch_row["x"]), int(patch_row["y"])
@@ -46,10 +55,7 @@ def render(run: store.Run, row: int, threshold: float) -> None:
 
     st.subheader(f"Patch x {x}, y {y} · patient {pid}")
     facts = [f"**True label:** {'IDC' if label else 'non-IDC'}",
-             f"**P(IDC):** {prob:.3f} " + (
-                 f"(with neighbourhood context; the patch alone {float(patch_row['prob_patch']):.3f}, "
-                 if run.meta.get("context") else "(calibrated; ")
-             + f"{float(patch_row['prob_uncalibrated']):.3f} model output before calibration)",
+             _probability_text(run, patch_row),
              f"**At threshold {threshold:.3f}:** {ui.outcome_badge(outcome)}",
              f"**Split:** {patch_row['split']} · **row** {row}"]
     width, height = int(patch_row["width"]), int(patch_row["height"])

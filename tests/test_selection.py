@@ -71,3 +71,11 @@ def test_curves_and_metrics_table_carry_their_scope():
 def test_curves_survive_a_split_with_one_class():
     curves = cohort.curves(np.zeros(10, int), np.linspace(0, 1, 10))
     assert np.isnan(curves["roc_auc"]) and curves["roc"] is None
+
+
+def test_score_text_says_what_the_probability_is():
+    assert "each patch alone" in cohort.score_text(None)
+    with_context = cohort.score_text({"sigma_px": 200.0}, 0.9081)
+    assert "σ = 200 px" in with_context and "the patch alone reaches ROC-AUC 0.908 here" in with_context
+    # No patch-alone figure when it cannot be computed (a split with one class).
+    assert "ROC-AUC" not in cohort.score_text({"sigma_px": 400.0}, float("nan"))

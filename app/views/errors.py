@@ -53,7 +53,8 @@ show_cam = cam_col.toggle("Grad-CAM", key="gallery_cam", help="Compute class act
 method = method_col.selectbox("Method", list(METHODS), key="gallery_cam_method", disabled=not show_cam,
                               label_visibility="collapsed")
 start, stop = selection.page_bounds(len(items), number, PER_PAGE)
-shown = items.iloc[start:stop].join(run.table[["patient_id", "x", "y", "width", "height", "prob"]])
+shown = items.iloc[start:stop].join(run.table[["patient_id", "x", "y", "width", "height", "prob", "prob_patch"]])
+with_context = bool(run.meta.get("context"))  # then the patch alone is shown too: an error may come from the neighbours
 st.caption(f"Showing {start + 1:,}-{stop:,} of {len(items):,}")
 
 patches = np.asarray(run.patches[shown.index.to_numpy()])
@@ -69,7 +70,9 @@ for start in range(0, len(shown), COLUMNS):
             st.image(slides.upscale_nearest(image, ZOOM), width="stretch")
             verdict = verdicts.get(row)
             st.markdown(f"{ui.outcome_badge(item['outcome'], spelled_out=False)}"
-                        f" P(IDC) **{item['prob']:.3f}**  \n{item['patient_id']} · x {item['x']}, y {item['y']}"
+                        f" P(IDC) **{item['prob']:.3f}**"
+                        + (f" (patch alone {item['prob_patch']:.3f})" if with_context else "")
+                        + f"  \n{item['patient_id']} · x {item['x']}, y {item['y']}"
                         + (f"  \n{ui.VERDICT_BADGES[verdict]}" if verdict else ""))
             inspect_col, slide_col = st.columns(2)
             if inspect_col.button("Inspect", icon=":material/zoom_in:", key=f"inspect_{row}", help="Open in the inspector",
