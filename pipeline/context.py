@@ -3,11 +3,11 @@
 IDC is a region, not a scattered patch property: the dataset's labels come from region outlines,
 so a patch whose neighbours look like carcinoma is itself likely to be carcinoma. The CNN sees one
 50x50 patch; this stage adds what a pathologist sees at lower magnification. For every patch it
-takes the other patches of the same patient, weights their CNN logits by a Gaussian of their
-distance on the slide, and shrinks that weighted mean towards "no evidence" (logit 0) when there
-are few neighbours (so a patch alone on its slide keeps its own score). A logistic regression on
-(own logit, context) fitted on validation patients gives the final, calibrated P(IDC); its
-Gaussian width is chosen on validation too.
+smooths the patient's map of CNN logits with a Gaussian: the mean of the logits of the patient's
+patches weighted by exp(-d^2 / 2 sigma^2) of their distance d on the slide, the patch itself
+included with weight 1 (so a patch alone on its slide keeps its own score, and the context does
+not depend on how densely a slide was sampled). A logistic regression on (own logit, context)
+fitted on validation patients gives the final, calibrated P(IDC); sigma is chosen there too.
 
 Only unlabelled model scores of the same patient are used, so the stage works exactly the same on
 new patients (``pipeline score``). Grad-CAM still explains the CNN, i.e. the patch's own part.
@@ -18,15 +18,15 @@ import numpy as np
 import pandas as pd
 
 SIGMAS_PX = (100.0, 200.0, 400.0, 800.0)  # Gaussian widths tried on validation (a patch is 50 px)
-SHRINK = 0.5  # pseudo-weight of "no evidence": with one neighbour at distance 0 the context is 2/3 of its logit
+VERSION = 2  # of the context's definition; part of the score stage's fingerprint, so a change re-scores
 ROW_CHUNK = 2048  # rows of the distance matrix at a time: bounded memory on patients with thousands of patches
 
 
-def neighbour_context(patient_ids, x, y, logits, sigma_px: float, shrink: float = SHRINK) -> np.ndarray:
-    """Gaussian-weighted mean of the other patches' logits of the same patient, shrunk towards 0.
+def neighbour_context(patient_ids, x, y, logits, sigma_px: float) -> np.ndarray:
+    """The Gaussian-smoothed logit map of each patient, read at each of its patches.
 
-    context_i = sum_j w_ij z_j / (sum_j w_ij + shrink), w_ij = exp(-d_ij^2 / (2 sigma^2)), j != i,
-    j in i's patient. Vectorised per patient; returns float32 of the inputs' length.
+    context_i = sum_j w_ij z_j / sum_j w_ij, w_ij = exp(-d_ij^2 / (2 sigma^2)), j over the patches
+    of i's patient, i itself included (w_ii = 1). Vectorised per patient; float32 of the inputs' length.
     """
     codes, _ = pd.factorize(pd.Series(np.asarray(patient_ids)).astype(str))
     x = np.asarray(x, np.float64)
@@ -46,8 +46,7 @@ def neighbour_context(patient_ids, x, y, logits, sigma_px: float, shrink: float 
             part = slice(s, s + ROW_CHUNK)
             d2 = (px[part, None] - px[None, :]) ** 2 + (py[part, None] - py[None, :]) ** 2
             w = np.exp(-d2 / (2.0 * sigma_px ** 2))
-            w[np.arange(w.shape[0]), np.arange(s, s + w.shape[0])] = 0.0  # a patch is not its own neighbour
-            out[rows[part]] = (w @ pz) / (w.sum(axis=1) + shrink)
+            out[rows[part]] = (w @ pz) / w.sum(axis=1)
     return out
 
 
@@ -84,13 +83,13 @@ def fit_context(patient_ids, x, y, logits, labels, sigmas=SIGMAS_PX) -> dict | N
     for sigma in sigmas:
         w, b, nll = _fit_logistic(_features(patient_ids, x, y, logits, sigma), labels)
         if best is None or nll < best["val_log_loss"]:
-            best = {"sigma_px": float(sigma), "shrink": SHRINK, "w_patch": float(w[0]), "w_context": float(w[1]),
+            best = {"sigma_px": float(sigma), "w_patch": float(w[0]), "w_context": float(w[1]),
                     "bias": float(b), "val_log_loss": nll}
     return best
 
 
 def apply_context(params: dict, patient_ids, x, y, logits) -> np.ndarray:
     """Final P(IDC) = sigmoid(w_patch * z + w_context * context + bias), float32."""
-    ctx = neighbour_context(patient_ids, x, y, logits, params["sigma_px"], params.get("shrink", SHRINK))
+    ctx = neighbour_context(patient_ids, x, y, logits, params["sigma_px"])
     s = params["w_patch"] * np.asarray(logits, np.float64) + params["w_context"] * ctx + params["bias"]
     return (1.0 / (1.0 + np.exp(-s))).astype(np.float32)

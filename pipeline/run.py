@@ -48,7 +48,7 @@ def _stage_score(run_dir: Path, upstream_fp: str, tta: bool, calibration: dict |
     Writes three probabilities per patch: the model's raw output, the patch alone calibrated, and
     the final score with neighbourhood context (the same as the patch alone when context is off).
     """
-    fp = store.fingerprint(upstream_fp, tta, calibration, use_context, context_params)
+    fp = store.fingerprint(upstream_fp, tta, calibration, use_context and context.VERSION, context_params)
     if store.stage_done(run_dir, "score", fp, store.SCORES):
         return fp
     model = _load_model(run_dir)

@@ -80,7 +80,7 @@ def _time_budget_callback(seconds: float):
     return TimeBudget()
 
 
-def _throughput_callback(n_train: int):
+def _throughput_callback(n_train: int, batch_size: int):
     _, keras = _tf()
 
     class Throughput(keras.callbacks.Callback):
@@ -88,12 +88,18 @@ def _throughput_callback(n_train: int):
 
         def on_epoch_begin(self, epoch, logs=None):
             self.t0 = time.perf_counter()
+            self.batches = 0
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.batches += 1
 
         def on_epoch_end(self, epoch, logs=None):
             dt = time.perf_counter() - self.t0
+            # Patches actually seen: the time budget may stop an epoch part-way (slow backbones).
+            seen = min(self.batches * batch_size, n_train)
             logs["epoch_seconds"] = dt
-            logs["train_patches_per_s"] = n_train / dt
-            print(f"epoch {epoch + 1}: {n_train / dt:,.0f} training patches/s, "
+            logs["train_patches_per_s"] = seen / dt
+            print(f"epoch {epoch + 1}: {seen / dt:,.0f} training patches/s, "
                   f"val PR-AUC {logs.get('val_pr_auc', float('nan')):.3f}", flush=True)
 
     return Throughput()
@@ -143,7 +149,7 @@ def train(run_dir: Path | str, arch: str = "separable", epochs: int = 30, seed: 
         keras.callbacks.ModelCheckpoint(str(run_dir / BEST), monitor="val_pr_auc", mode="max",
                                         save_best_only=True, initial_value_threshold=best_so_far),
         keras.callbacks.EarlyStopping(monitor="val_pr_auc", mode="max", patience=patience),
-        _throughput_callback(len(tr)),
+        _throughput_callback(len(tr), batch_size),
         keras.callbacks.CSVLogger(str(history_csv), append=True),
     ]
     if time_budget_s:

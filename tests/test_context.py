@@ -4,16 +4,16 @@ import pytest
 from pipeline import context, metrics
 
 
-def _reference_context(pids, x, y, z, sigma, shrink):
-    """The definition, one patch at a time."""
+def _reference_context(pids, x, y, z, sigma):
+    """The definition, one patch at a time: the patient's Gaussian-weighted mean logit, itself included."""
     out = np.zeros(len(z))
     for i in range(len(z)):
         num = den = 0.0
         for j in range(len(z)):
-            if j != i and pids[j] == pids[i]:
+            if pids[j] == pids[i]:
                 w = np.exp(-((x[i] - x[j]) ** 2 + (y[i] - y[j]) ** 2) / (2 * sigma ** 2))
                 num, den = num + w * z[j], den + w
-        out[i] = num / (den + shrink)
+        out[i] = num / den
     return out
 
 
@@ -23,9 +23,9 @@ def test_neighbour_context_matches_the_definition_and_stays_within_each_patient(
     pids = rng.choice(["a", "b", "c"], n)
     x, y = rng.integers(0, 20, n) * 50 + 1, rng.integers(0, 20, n) * 50 + 1
     z = rng.normal(size=n)
-    got = context.neighbour_context(pids, x, y, z, sigma_px=150.0, shrink=0.5)
+    got = context.neighbour_context(pids, x, y, z, sigma_px=150.0)
     assert got.dtype == np.float32
-    np.testing.assert_allclose(got, _reference_context(pids, x, y, z, 150.0, 0.5), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(got, _reference_context(pids, x, y, z, 150.0), rtol=1e-5, atol=1e-6)
     # Changing another patient's scores never changes a patient's context.
     z2 = z.copy()
     z2[pids == "b"] += 10
@@ -42,9 +42,14 @@ def test_neighbour_context_chunks_large_patients_exactly(monkeypatch):
     np.testing.assert_allclose(context.neighbour_context(pids, x, y, z, 200.0), whole, rtol=1e-5, atol=1e-6)
 
 
-def test_a_patch_alone_on_its_slide_has_no_context():
+def test_a_patch_alone_keeps_its_score_and_sampling_density_alone_changes_nothing():
     got = context.neighbour_context(["p", "q"], [1, 1], [1, 1], [5.0, -3.0], sigma_px=100)
-    np.testing.assert_array_equal(got, [0.0, 0.0])
+    np.testing.assert_array_equal(got, [5.0, -3.0])
+    # A model that gives every patch the same score gets that score back, however dense the slide:
+    # the context must not turn "how many neighbours" into evidence.
+    rng = np.random.default_rng(3)
+    x, y = rng.integers(0, 30, 200) * 50 + 1, rng.integers(0, 30, 200) * 50 + 1
+    np.testing.assert_allclose(context.neighbour_context(np.zeros(200), x, y, np.full(200, 1.7), 200.0), 1.7, rtol=1e-6)
 
 
 def test_bad_inputs_are_refused_with_a_reason():

@@ -140,3 +140,15 @@ def test_pipeline_on_real_patches(real_sample, tmp_path):
     assert (run.patches[edge.index[0]][edge["height"].iloc[0]:] == store.PAD_VALUE).all()
     test = report["splits"]["test"]
     assert test["n_patients"] >= 25 and test["roc_auc"] > 0.6  # one epoch already learns something real
+
+
+def test_shared_ingest_keeps_a_reruns_finished_stages(tiny_run, tmp_path):
+    from pipeline.compare import share_ingest
+
+    other = tmp_path / "other"
+    share_ingest(tiny_run, other)
+    assert set(store.read_meta(other)["stages"]) == {"ingest"}
+    store.mark_stage(other, "split", "fp-split")
+    share_ingest(tiny_run, other)  # a re-run, e.g. of bench/report_real.py: nothing is redone
+    assert store.read_meta(other)["stages"]["split"]["fingerprint"] == "fp-split"
+    assert (other / store.PATCHES).samefile(tiny_run / store.PATCHES)  # hard-linked, not copied
