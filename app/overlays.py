@@ -31,6 +31,8 @@ PROBABILITY_RAMP = ("#00224e", "#123570", "#3b496c", "#575d6d", "#707173",
                     "#8a8678", "#a59c74", "#c3b369", "#e1cc55", "#fee838")
 
 OVERLAY_NAMES = ("Ground truth", "Prediction", "Probability", "Errors (TP/FP/FN/TN)", "Reviews")
+# Runs with neighbourhood context also offer the CNN's own view, to see what the context changed.
+PATCH_ALONE = "Probability, patch alone"
 
 
 @dataclass(frozen=True)
@@ -65,9 +67,9 @@ def build(name: str, rows, threshold: float, shape: tuple[int, int], review_verd
         return Overlay(name, only(label == 1), (IDC_COLOUR,), ("IDC (label)",))
     if name == "Prediction":
         return Overlay(name, only(prob >= threshold), (IDC_COLOUR,), (f"IDC predicted (P ≥ {threshold:.3f})",))
-    if name == "Probability":
-        return Overlay(name, slides.cell_grid(x, y, prob.astype(np.float64), shape), PROBABILITY_RAMP,
-                       categorical=False)
+    if name in ("Probability", PATCH_ALONE):
+        values = rows["prob_patch" if name == PATCH_ALONE else "prob"].to_numpy(np.float64)
+        return Overlay(name, slides.cell_grid(x, y, values, shape), PROBABILITY_RAMP, categorical=False)
     if name == "Errors (TP/FP/FN/TN)":
         codes = outcome_codes(label, prob, threshold).astype(np.float64)
         return Overlay(name, slides.cell_grid(x, y, codes, shape),
@@ -78,7 +80,7 @@ def build(name: str, rows, threshold: float, shape: tuple[int, int], review_verd
         codes = np.array([lookup.get(v, np.nan) for v in review_verdicts], np.float64)
         return Overlay(name, slides.cell_grid(x, y, codes, shape), tuple(REVIEW_COLOURS.values()),
                        tuple(f"review: {v}" for v in verdicts))
-    raise ValueError(f"unknown overlay {name!r}; choose from {', '.join(OVERLAY_NAMES)}")
+    raise ValueError(f"unknown overlay {name!r}; choose from {', '.join((*OVERLAY_NAMES, PATCH_ALONE))}")
 
 
 def cell_colours(overlay: Overlay) -> tuple[np.ndarray, np.ndarray]:

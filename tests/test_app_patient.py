@@ -56,7 +56,7 @@ def test_overlays_layouts_and_patch_choice(monkeypatch, tiny_run):
     assert kinds.count("image") == 1 and "heatmap" in kinds  # the slide once, overlays at patch resolution
 
     at.button_group(key="overlays").set_value(["Ground truth", "Prediction", "Probability", "Errors (TP/FP/FN/TN)",
-                                                "Reviews", "True region outline"]).run()
+                                                "Reviews", "Probability, patch alone", "True region outline"]).run()
     at.button_group(key="slide_layout").set_value("Ground truth | prediction").run()
     assert not at.exception
     chart = json.loads(at.get("plotly_chart")[0].proto.spec)

@@ -105,6 +105,8 @@ def test_overlays_colour_cells_by_outcome_and_probability():
     prob = overlays.build("Probability", rows, 0.5, (2, 2))
     rgb, _ = overlays.cell_colours(prob)
     assert tuple(rgb[0, 0]) != tuple(rgb[0, 1])  # continuous ramp
+    alone = overlays.build(overlays.PATCH_ALONE, rows.assign(prob_patch=[0.7, 0.3, 0.2, 0.8]), 0.5, (2, 2))
+    np.testing.assert_allclose(alone.grid, [[0.7, 0.3], [0.2, 0.8]])  # the CNN's own scores, not prob
     reviews = overlays.build("Reviews", rows, 0.5, (2, 2), review_verdicts=["", "label_wrong", "", "agree"])
     assert np.isnan(reviews.grid[0, 0]) and reviews.grid[0, 1] == 1 and reviews.grid[1, 1] == 0
     with pytest.raises(ValueError, match="unknown overlay"):

@@ -44,7 +44,8 @@ def _toggle_overlays() -> None:
 @st.fragment
 def slide_view() -> None:
     """Overlay controls, the slide and the inspector; an overlay change reruns only this part."""
-    names = [*overlays.OVERLAY_NAMES, *([REGION_OUTLINE] if slide.region_mask is not None else [])]
+    names = [*overlays.OVERLAY_NAMES, *([overlays.PATCH_ALONE] if run.meta.get("context") else []),
+             *([REGION_OUTLINE] if slide.region_mask is not None else [])]
     chosen = st.pills("Overlays", names, selection_mode="multi", key="overlays",
                       default=["Errors (TP/FP/FN/TN)", *([REGION_OUTLINE] if slide.region_mask is not None else [])])
     layout_col, opacity_col, hide_col = st.columns([3, 3, 2], vertical_alignment="bottom")
