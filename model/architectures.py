@@ -18,9 +18,12 @@ LAST_CONV = "last_conv"  # name of the layer Grad-CAM reads in the models built 
 # Keras' default 0.99 needs thousands of steps before the inference-time statistics settle; with a
 # few thousand patches (tens of steps an epoch) validation would judge a model that doesn't exist yet.
 BN_MOMENTUM = 0.9
+# Width 48 trained for up to 60 epochs did no better than width 32 for 30 on the real sample's three
+# splits, at 2-3x the training time and 0.7x the scoring speed (README, "Compute or data?").
+DEFAULT_WIDTH = 32
 
 
-def separable_cnn(width: int = 32, dropout: float = 0.25) -> keras.Model:
+def separable_cnn(width: int = DEFAULT_WIDTH, dropout: float = 0.25) -> keras.Model:
     """The default: a compact depthwise-separable CNN in the CancerNet lineage.
 
     A strided 3x3 stem first (depthwise convolutions at full 50x50 resolution are the slowest
@@ -102,11 +105,19 @@ def application_cnn(key: str) -> keras.Model:
 ARCHITECTURES = ("separable", "plain", *_APPLICATIONS)
 
 
-def build_model(arch: str = "separable") -> tuple[keras.Model, str]:
-    """Return (model, name of its Grad-CAM layer) for one of ``ARCHITECTURES``."""
+def model_width(arch: str, width: int | None = None) -> int | None:
+    """The width a ``build_model(arch, width)`` model gets: None for architectures without one."""
+    return (width or DEFAULT_WIDTH) if arch.lower() == "separable" else None
+
+
+def build_model(arch: str = "separable", width: int | None = None) -> tuple[keras.Model, str]:
+    """Return (model, name of its Grad-CAM layer) for one of ``ARCHITECTURES``.
+
+    ``width`` (first-stage filters) applies to the separable CNN only; None is ``DEFAULT_WIDTH``.
+    """
     key = arch.lower()
     if key == "separable":
-        return separable_cnn(), LAST_CONV
+        return separable_cnn(model_width(key, width)), LAST_CONV
     if key == "plain":
         return plain_cnn(), LAST_CONV
     if key in _APPLICATIONS:

@@ -26,6 +26,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--epochs", type=int, default=30, help="epoch cap (early stopping usually ends sooner)")
     r.add_argument("--patience", type=int, default=8, help="epochs without a better validation PR-AUC before stopping")
     r.add_argument("--arch", choices=ARCHITECTURES, default="separable")
+    r.add_argument("--width", type=int, default=None,
+                   help="first-stage filters of the separable CNN (default: model.architectures.DEFAULT_WIDTH)")
     r.add_argument("--seed", type=int, default=0, help="seed of the patient split and of training")
     r.add_argument("--batch-size", type=int, default=128)
     r.add_argument("--tta", action="store_true", help="score with 8-fold dihedral test-time augmentation")
@@ -64,7 +66,7 @@ def main(argv=None) -> int:
             out = args.out or Path("runs") / args.data.resolve().name
             run_pipeline(args.data, out, arch=args.arch, epochs=args.epochs, seed=args.seed, tta=args.tta,
                          workers=args.workers, batch_size=args.batch_size, patience=args.patience,
-                         use_context=args.context)
+                         use_context=args.context, width=args.width)
             print(f"run folder: {out}  (open it with: streamlit run app/main.py)")
         elif args.command == "score":
             from pipeline.run import score_new_data

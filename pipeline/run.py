@@ -93,11 +93,13 @@ def _stage_evaluate(run_dir: Path, upstream_fp: str, thresholds: dict | None = N
 def run_pipeline(data: Path | str, out: Path | str, arch: str = "separable", epochs: int = 30, seed: int = 0,
                  fractions=split.DEFAULT_FRACTIONS, tta: bool = False, workers: int | None = None,
                  time_budget_s: float | None = None, batch_size: int = 128, patience: int = 8,
-                 use_context: bool = True) -> dict:
+                 use_context: bool = True, width: int | None = None) -> dict:
     """Ingest ``data``, split, train, score and evaluate into the run folder ``out``.
 
-    ``use_context`` adds the neighbourhood-context stage (pipeline.context) to the patch scores.
+    ``use_context`` adds the neighbourhood-context stage (pipeline.context) to the patch scores;
+    ``width`` sets the separable CNN's width (None: model.architectures.DEFAULT_WIDTH).
     """
+    from model.architectures import model_width
     from pipeline import train  # TensorFlow is imported only when a model is needed
 
     out = Path(out)
@@ -110,15 +112,16 @@ def run_pipeline(data: Path | str, out: Path | str, arch: str = "separable", epo
     split_fp = _stage_split(out, seed, fractions)
     _log(evaluate_split_summary(out))
 
+    width = model_width(arch, width)
     train_settings = {"arch": arch, "epochs": epochs, "seed": seed, "time_budget_s": time_budget_s,
-                      "batch_size": batch_size, "patience": patience}
+                      "batch_size": batch_size, "patience": patience, "width": width}
     train_fp = store.fingerprint(split_fp, train_settings)
     if store.stage_done(out, "train", train_fp, store.MODEL):
         _log("train: unchanged inputs and settings, reusing model.keras")
     else:
         _log(f"train: {arch}, up to {epochs} epochs (early stopping on validation PR-AUC)")
         result = train.train(out, arch=arch, epochs=epochs, seed=seed, time_budget_s=time_budget_s,
-                             batch_size=batch_size, patience=patience)
+                             batch_size=batch_size, patience=patience, width=width)
         store.update_meta(out, arch=arch, cam_layer=result["cam_layer"], seed=seed, train=result)
         store.mark_stage(out, "train", train_fp)
         _log(f"train: best epoch {result['best_epoch']}/{result['epochs_run']}, val PR-AUC "

@@ -58,6 +58,18 @@ def make_dataset(patches: np.ndarray, labels: np.ndarray, batch_size: int, train
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
+def compile_for_training(model, n_train: int, batch_size: int, epochs: int, learning_rate: float) -> None:
+    """Adam with a cosine learning-rate decay over the whole run; validation PR-AUC and ROC-AUC as metrics."""
+    _, keras = _tf()
+    steps = int(np.ceil(n_train / batch_size))
+    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=steps * epochs, alpha=0.05)
+    model.compile(
+        optimizer=keras.optimizers.Adam(schedule),
+        loss=keras.losses.BinaryCrossentropy(),
+        metrics=[keras.metrics.AUC(curve="PR", name="pr_auc"), keras.metrics.AUC(name="roc_auc")],
+    )
+
+
 def _time_budget_callback(seconds: float):
     _, keras = _tf()
 
@@ -107,13 +119,13 @@ def _throughput_callback(n_train: int, batch_size: int):
 
 def train(run_dir: Path | str, arch: str = "separable", epochs: int = 30, seed: int = 0,
           batch_size: int = 128, patience: int = 8, learning_rate: float = 2e-3, verbose: int | None = None,
-          time_budget_s: float | None = None) -> dict:
+          time_budget_s: float | None = None, width: int | None = None) -> dict:
     """Train on split 'train', select on 'val'; write model.keras and history.json into the run.
 
     ``time_budget_s`` stops training once the next epoch would not fit in that many seconds.
     """
     tf, keras = _tf()
-    from model.architectures import build_model
+    from model.architectures import build_model, model_width
 
     run_dir = Path(run_dir)
     manifest = store.read_manifest(run_dir)
@@ -128,14 +140,9 @@ def train(run_dir: Path | str, arch: str = "separable", epochs: int = 30, seed: 
     if verbose is None:  # Keras' live bar in a terminal, one line per epoch in logs and CI
         verbose = 1 if sys.stdout.isatty() else 2
     keras.utils.set_random_seed(seed)
-    model, cam_layer = build_model(arch)
-    steps = int(np.ceil(len(tr) / batch_size))
-    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=steps * epochs, alpha=0.05)
-    model.compile(
-        optimizer=keras.optimizers.Adam(schedule),
-        loss=keras.losses.BinaryCrossentropy(),
-        metrics=[keras.metrics.AUC(curve="PR", name="pr_auc"), keras.metrics.AUC(name="roc_auc")],
-    )
+    width = model_width(arch, width)
+    model, cam_layer = build_model(arch, width)
+    compile_for_training(model, len(tr), batch_size, epochs, learning_rate)
     # Patches are copied into memory once: random access to a memmap per batch is far slower.
     train_ds = make_dataset(np.asarray(patches[tr]), labels[tr], batch_size, True, seed)
     val_ds = make_dataset(np.asarray(patches[va]), labels[va], 512, False)
@@ -170,7 +177,8 @@ def train(run_dir: Path | str, arch: str = "separable", epochs: int = 30, seed: 
     shutil.rmtree(run_dir / BACKUP_DIR, ignore_errors=True)
     best_epoch = int(np.argmax(history["val_pr_auc"]))
     return {
-        "arch": arch, "cam_layer": cam_layer, "params": int(model.count_params()), "epochs_run": len(history["epoch"]),
+        "arch": arch, "width": width, "cam_layer": cam_layer, "params": int(model.count_params()),
+        "epochs_run": len(history["epoch"]),
         "best_epoch": best_epoch + 1, "best_val_pr_auc": float(history["val_pr_auc"][best_epoch]),
         "train_seconds": round(seconds, 1), "n_train": int(len(tr)), "n_val": int(len(va)),
         "train_patches_per_s": round(float(np.median(history["train_patches_per_s"])), 1),

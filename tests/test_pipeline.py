@@ -76,6 +76,22 @@ def test_rerun_with_same_inputs_skips_every_stage(tiny_run, tiny_cohort, capsys)
     assert before == after
 
 
+def test_a_changed_model_width_retrains(tiny_run, tiny_cohort, tmp_path):
+    """The width is part of the training stage's inputs: a narrower model is trained, not the old one reused."""
+    import shutil
+
+    from model.architectures import DEFAULT_WIDTH
+    from pipeline.run import run_pipeline
+
+    assert store.read_meta(tiny_run)["train"]["width"] == DEFAULT_WIDTH
+    copy = tmp_path / "narrow"
+    shutil.copytree(tiny_run, copy)
+    run_pipeline(tiny_cohort, copy, epochs=2, seed=1, width=8)
+    meta = store.read_meta(copy)
+    assert meta["train"]["width"] == 8
+    assert meta["train"]["params"] < store.read_meta(tiny_run)["train"]["params"]
+
+
 def test_score_command_reproduces_the_runs_own_scores(tiny_run, tiny_cohort, tmp_path):
     new = tmp_path / "rescored"
     assert cli(["score", "--run", str(tiny_run), "--data", str(tiny_cohort), "--out", str(new)]) == 0
