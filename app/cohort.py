@@ -46,6 +46,25 @@ def score_text(context: dict | None, roc_auc_patch_only: float | None = None) ->
     return text + "."
 
 
+def model_text(meta: dict) -> str:
+    """Which model scored this run and how it was trained, from run.json (what an ML engineer asks first)."""
+    train = meta.get("train") or {}
+    arch = meta.get("arch") or train.get("arch") or "unknown architecture"
+    name = f"{arch}, width {train['width']}" if train.get("width") else arch
+    if not train:  # a `pipeline score` run: the model was trained elsewhere and only carried over
+        source = meta.get("source_run")
+        return f"Model: {name}, trained in {source} and carried over unchanged." if source else f"Model: {name}."
+    parts = [f"Model: {name}, {train['params']:,} parameters",
+             f"best epoch {train['best_epoch']} of {train['epochs_run']} (validation PR-AUC "
+             f"{train['best_val_pr_auc']:.3f})",
+             f"trained in {train['train_seconds'] / 60:.1f} min on {train['n_train']:,} patches "
+             f"({train['train_patches_per_s']:,.0f} patches/s)"]
+    if meta.get("seed") is not None:
+        parts.append(f"seed {meta['seed']}")
+    parts.append("scored with 8-view dihedral test-time augmentation" if meta.get("tta") else "scored without TTA")
+    return "; ".join(parts) + "."
+
+
 def operating_point(at: dict) -> dict:
     """Where the threshold sits on the ROC (FPR, TPR) and PR (recall, precision) curves."""
     return {"fpr": 1.0 - at["specificity"], "tpr": at["sensitivity"],

@@ -73,6 +73,9 @@ def test_threshold_box_and_slider_update_every_metric(monkeypatch, tiny_run):
     # The page says what P(IDC) is: the patch with its neighbourhood context, with the fitted width.
     sigma = store.load_run(tiny_run).meta["context"]["sigma_px"]
     assert any(f"neighbours' on the same slide (Gaussian weighting, σ = {sigma:.0f} px)" in c.value for c in at.caption)
+    # ... and which model made it, read from the run's own run.json.
+    train = store.load_run(tiny_run).meta["train"]
+    assert any(f"Model: separable, width {train['width']}, {train['params']:,} parameters" in c.value for c in at.caption)
     at.number_input(key="w_threshold_number").set_value(0.3).run()
     assert at.session_state.threshold == 0.3
     assert at.slider(key="w_threshold_slider").value == pytest.approx(0.3)

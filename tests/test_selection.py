@@ -79,3 +79,17 @@ def test_score_text_says_what_the_probability_is():
     assert "σ = 200 px" in with_context and "the patch alone reaches ROC-AUC 0.908 here" in with_context
     # No patch-alone figure when it cannot be computed (a split with one class).
     assert "ROC-AUC" not in cohort.score_text({"sigma_px": 400.0}, float("nan"))
+
+
+def test_model_text_says_which_model_and_how_it_was_trained():
+    meta = {"arch": "separable", "seed": 2, "tta": True,
+            "train": {"arch": "separable", "width": 48, "params": 97913, "best_epoch": 31, "epochs_run": 46,
+                      "best_val_pr_auc": 0.8312, "train_seconds": 474.0, "n_train": 6101,
+                      "train_patches_per_s": 655.2}}
+    text = cohort.model_text(meta)
+    for part in ("separable, width 48", "97,913 parameters", "best epoch 31 of 46", "PR-AUC 0.831",
+                 "7.9 min on 6,101 patches", "655 patches/s", "seed 2", "dihedral"):
+        assert part in text, part
+    assert "width" not in cohort.model_text({"arch": "vgg16", "train": {**meta["train"], "width": None}})
+    # A `pipeline score` run names where its model came from.
+    assert "carried over" in cohort.model_text({"arch": "separable", "source_run": "/runs/a"})

@@ -35,6 +35,7 @@ for col, key in zip(tiles, ("sensitivity", "specificity", "precision", "f1", "ba
 tiles[6].metric("ROC-AUC", f"{curves['roc_auc']:.3f}", help="Threshold-free: the same at every threshold.")
 tiles[7].metric("PR-AUC", f"{curves['pr_auc']:.3f}", help="Average precision; threshold-free.")
 st.caption(cohort.score_text(run.meta.get("context"), curves.get("roc_auc_patch_only")))
+st.caption(cohort.model_text(run.meta))
 
 point = cohort.operating_point(at)
 point_label = f"threshold {threshold:.3f}"
