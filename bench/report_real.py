@@ -1,6 +1,7 @@
 """Model quality on real tissue over several patient splits: mean and spread, not one lucky split.
 
 Run: .venv/bin/python bench/report_real.py [--data ../shared/data/idc_sample] [--seeds 0 1 2] [--tta] [--no-context]
+     [--width W --epochs E --patience P]  (defaults: the pipeline's)
 
 Each seed draws a different patient-level split (70/15/15) and trains the default model from
 scratch; thresholds are chosen on that split's validation patients and every figure is measured on
@@ -33,6 +34,8 @@ def main() -> int:
     p.add_argument("--data", type=Path, default=DEFAULT_DATA)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--patience", type=int, default=8)
+    p.add_argument("--width", type=int, default=None, help="separable CNN width (default: the pipeline's)")
     p.add_argument("--tta", action="store_true")
     p.add_argument("--no-context", dest="context", action="store_false",
                    help="score each patch alone (ablation of the neighbourhood-context stage)")
@@ -46,7 +49,8 @@ def main() -> int:
         run_dir = args.out / f"real-sample-s{seed}{'-tta' if args.tta else ''}{'' if args.context else '-nocontext'}"
         if first is not None:
             share_ingest(first, run_dir)
-        report = run_pipeline(args.data, run_dir, epochs=args.epochs, seed=seed, tta=args.tta, use_context=args.context)
+        report = run_pipeline(args.data, run_dir, epochs=args.epochs, seed=seed, tta=args.tta, use_context=args.context,
+                              patience=args.patience, width=args.width)
         first = first or run_dir
         test = report["splits"]["test"]
         at = test["at"]["f1_optimal"]
