@@ -25,7 +25,8 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
-from pipeline import context, ingest, metrics, score, split, store  # noqa: E402
+from pipeline import ingest, metrics, score, split, store  # noqa: E402
+from pipeline.run import final_scores  # noqa: E402
 
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "idc_sample"
 FIGURES = ("f1", "balanced_accuracy", "roc_auc", "roc_auc_patch_only")
@@ -55,20 +56,11 @@ def train_and_score(patches, labels, tr, va, seed: int, tta: bool, epochs: int, 
 
 def evaluate_rows(manifest, labels, raw, va, te) -> dict:
     """Calibration, context and threshold fitted on validation rows; figures on test rows (as the pipeline)."""
-    where = (manifest["patient_id"].to_numpy(), manifest["x"].to_numpy(), manifest["y"].to_numpy())
-    z = score.logit(raw)
-    cal = score.fit_calibration(raw[va], labels[va])
-    prob_patch = score.apply_calibration(raw, cal)
-    params = context.fit_context(*(a[va] for a in where), z[va], labels[va])
-    if params is None:  # validation with a single class: the patch alone, as the pipeline does
-        prob_va, prob_te = prob_patch[va], prob_patch[te]
-    else:  # a patient lies in one split, so applying the context per split sees all their patches
-        prob_va = context.apply_context(params, *(a[va] for a in where), z[va])
-        prob_te = context.apply_context(params, *(a[te] for a in where), z[te])
-    threshold = metrics.threshold_presets(labels[va], prob_va)["f1_optimal"]
-    at = metrics.metrics_at(labels[te], prob_te, threshold)
+    prob, prob_patch, _, _ = final_scores(raw, manifest, va)
+    threshold = metrics.threshold_presets(labels[va], prob[va])["f1_optimal"]
+    at = metrics.metrics_at(labels[te], prob[te], threshold)
     return {"f1": at["f1"], "balanced_accuracy": at["balanced_accuracy"],
-            "roc_auc": metrics.roc_auc(labels[te], prob_te),
+            "roc_auc": metrics.roc_auc(labels[te], prob[te]),
             "roc_auc_patch_only": metrics.roc_auc(labels[te], prob_patch[te])}
 
 

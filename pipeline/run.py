@@ -41,6 +41,27 @@ def _stage_split(run_dir: Path, seed: int, fractions) -> str:
     return fp
 
 
+def final_scores(raw, manifest, val, calibration: dict | None = None, use_context: bool = True,
+                 context_params: dict | None = None) -> tuple[np.ndarray, np.ndarray, dict, dict | None]:
+    """The model's raw P(IDC) of every manifest row -> (final prob, patch-alone prob, calibration, context).
+
+    Calibration and context are fitted on the rows ``val`` (mask or indices) unless given; with no
+    context (off, or nothing to fit) the final score is the patch alone and the context is None.
+    """
+    labels = manifest["label"].to_numpy()
+    if calibration is None:
+        calibration = score.fit_calibration(raw[val], labels[val])
+    prob_patch = score.apply_calibration(raw, calibration)
+    where = (manifest["patient_id"].to_numpy(), manifest["x"].to_numpy(), manifest["y"].to_numpy())
+    if use_context and context_params is None:
+        context_params = context.fit_context(*(a[val] for a in where), score.logit(raw[val]), labels[val])
+        if context_params is None:
+            _log("context: validation has a single class, nothing to fit; scores are the patch alone")
+    if use_context and context_params:
+        return context.apply_context(context_params, *where, score.logit(raw)), prob_patch, calibration, context_params
+    return prob_patch, prob_patch, calibration, None
+
+
 def _stage_score(run_dir: Path, upstream_fp: str, tta: bool, calibration: dict | None = None,
                  use_context: bool = True, context_params: dict | None = None) -> str:
     """Score every patch; fit the calibration and the neighbourhood context on validation unless given.
@@ -55,20 +76,9 @@ def _stage_score(run_dir: Path, upstream_fp: str, tta: bool, calibration: dict |
     patches = store.read_patches(run_dir)
     raw = score.predict_probabilities(model, patches, tta=tta, progress=True)
     manifest = store.read_manifest(run_dir)
-    labels = manifest["label"].to_numpy()
     val = (manifest["patient_id"].map(store.read_split(run_dir)["patients"]) == "val").to_numpy()
-    if calibration is None:
-        calibration = score.fit_calibration(raw[val], labels[val])
-    prob_patch = score.apply_calibration(raw, calibration)
-    where = (manifest["patient_id"].to_numpy(), manifest["x"].to_numpy(), manifest["y"].to_numpy())
-    if use_context and context_params is None:
-        context_params = context.fit_context(*(a[val] for a in where), score.logit(raw[val]), labels[val])
-        if context_params is None:
-            _log("context: validation has a single class, nothing to fit; scores are the patch alone")
-    if use_context and context_params:
-        prob = context.apply_context(context_params, *where, score.logit(raw))
-    else:
-        context_params, prob = None, prob_patch
+    prob, prob_patch, calibration, context_params = final_scores(
+        raw, manifest, val, calibration=calibration, use_context=use_context, context_params=context_params)
     store.write_scores(run_dir, prob, raw, prob_patch)
     ingest_fp = store.read_meta(run_dir)["stages"]["ingest"]["fingerprint"]
     store.update_meta(run_dir, calibration=calibration, context=context_params, tta=tta)
