@@ -2,7 +2,7 @@
 
 Threshold typed into the number box -> metrics change; a misclassified patch opened from the
 errors gallery -> its Grad-CAM image loads; a review saved; a patch clicked on the slide opens in
-the inspector. A screenshot of each step goes to test-output/e2e/ (git-ignored) for a human look.
+the inspector; a row of the per-patient table opens that patient. A screenshot of each step goes to test-output/e2e/ (git-ignored) for a human look.
 """
 import os
 import socket
@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import metrics, store
+from pipeline import evaluate, metrics, store
 
 CHROMIUM = Path("/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parent.parent
 SHOTS = ROOT / "test-output" / "e2e"
 TIMEOUT_MS = 90_000  # the first Grad-CAM loads TensorFlow in the server
+ROW_PX = 35  # height of a row (and of the header) in Streamlit's dataframe grid
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=f"no Chromium at {CHROMIUM} (apt install chromium)")
 
@@ -151,5 +152,18 @@ def test_review_a_misclassified_patch_in_the_browser(served_app, tiny_run):
             page.wait_for_url("**patch=*")
             opened.scroll_into_view_if_needed()
             shot(page, "06_slide_click_opens_patch")
+
+            # A row of the overview's per-patient table opens that patient in the viewer.
+            open_page(page, "Cohort overview")
+            last = evaluate.per_patient_table(test_rows, threshold)["patient_id"].iloc[-1]
+            n_rows = test_rows["patient_id"].nunique()
+            grid = page.locator('[data-testid="stDataFrame"]').last
+            grid.scroll_into_view_if_needed()
+            frame = grid.bounding_box()
+            # The grid is a canvas: click the selection checkbox of the last row (35 px header and rows).
+            page.mouse.click(frame["x"] + 16, frame["y"] + ROW_PX * (n_rows + 0.5))
+            page.get_by_role("heading", name="Patient viewer").wait_for()
+            page.wait_for_url(f"**patient={last}**")
+            shot(page, "07_table_row_opens_patient")
         finally:
             browser.close()
