@@ -83,13 +83,25 @@ def fit_context(patient_ids, x, y, logits, labels, sigmas=SIGMAS_PX) -> dict | N
     for sigma in sigmas:
         w, b, nll = _fit_logistic(_features(patient_ids, x, y, logits, sigma), labels)
         if best is None or nll < best["val_log_loss"]:
-            best = {"sigma_px": float(sigma), "w_patch": float(w[0]), "w_context": float(w[1]),
+            best = {"version": VERSION, "sigma_px": float(sigma), "w_patch": float(w[0]), "w_context": float(w[1]),
                     "bias": float(b), "val_log_loss": nll}
     return best
 
 
+def check_params(params: dict) -> None:
+    """Refuse weights fitted for another definition of the context: they would mean something else.
+
+    Version 1 (no ``version`` key) left the patch itself out and shrank towards 0.
+    """
+    fitted_for = params.get("version", 1)
+    if fitted_for != VERSION:
+        raise ValueError(f"the neighbourhood-context weights were fitted for context version {fitted_for}, this code "
+                         f"computes version {VERSION}; re-run `python -m pipeline run` on that run to refit them")
+
+
 def apply_context(params: dict, patient_ids, x, y, logits) -> np.ndarray:
     """Final P(IDC) = sigmoid(w_patch * z + w_context * context + bias), float32."""
+    check_params(params)
     ctx = neighbour_context(patient_ids, x, y, logits, params["sigma_px"])
     s = params["w_patch"] * np.asarray(logits, np.float64) + params["w_context"] * ctx + params["bias"]
     return (1.0 / (1.0 + np.exp(-s))).astype(np.float32)

@@ -170,6 +170,11 @@ def score_new_data(source_run: Path | str, data: Path | str, out: Path | str, wo
         )
     if source_run.resolve() == out.resolve():
         raise ValueError("--out must be a new folder, not the trained run itself")
+    if src_meta.get("context"):  # before any ingest work: old weights cannot be carried over
+        try:
+            context.check_params(src_meta["context"])
+        except ValueError as exc:
+            raise store.ArtifactError(f"{source_run / store.RUN_META}: {exc}") from None
     out.mkdir(parents=True, exist_ok=True)
     if not store.read_meta(out).get("created"):
         store.update_meta(out, created=dt.datetime.now().isoformat(timespec="seconds"), name=out.name)

@@ -57,6 +57,10 @@ def test_bad_inputs_are_refused_with_a_reason():
         context.neighbour_context(["a"], [1, 2], [1, 2], [0.0, 0.0], 100)
     with pytest.raises(ValueError, match="sigma_px must be positive"):
         context.neighbour_context(["a"], [1], [1], [0.0], 0)
+    # Weights fitted for the first definition (no version key, patch left out, shrunk) are not reused.
+    old = {"sigma_px": 200.0, "shrink": 0.5, "w_patch": 1.0, "w_context": 0.5, "bias": 0.0}
+    with pytest.raises(ValueError, match="fitted for context version 1.*re-run `python -m pipeline run`"):
+        context.apply_context(old, ["a"], [1], [1], [0.0])
 
 
 def _regional_cohort(seed, n_patients=30, side=12):

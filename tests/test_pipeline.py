@@ -101,6 +101,19 @@ def test_score_command_reproduces_the_runs_own_scores(tiny_run, tiny_cohort, tmp
     assert set(b.table["split"]) == {"test"} and b.synthetic
 
 
+def test_score_refuses_context_weights_of_an_older_definition(tiny_run, tiny_cohort, tmp_path, capsys):
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(tiny_run, old)
+    meta = store.read_meta(old)
+    store.update_meta(old, context={k: v for k, v in meta["context"].items() if k != "version"})
+    assert cli(["score", "--run", str(old), "--data", str(tiny_cohort), "--out", str(tmp_path / "new")]) == 2
+    err = capsys.readouterr().err
+    assert "run.json" in err and "context version 1" in err
+    assert not (tmp_path / "new").exists()  # refused before any work
+
+
 def test_cli_errors_name_the_problem(tmp_path, capsys):
     assert cli(["run", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "r")]) == 2
     assert "does not exist" in capsys.readouterr().err
