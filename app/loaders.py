@@ -84,7 +84,7 @@ def curves(run: store.Run, split: str) -> dict:
 def _curves(_run: store.Run, key: str, split: str) -> dict:
     data = split_data(_run, split)
     out = cohort.curves(data.label, data.prob)
-    if out["roc"] is not None and _run.meta.get("context"):  # what the patch alone reaches, for comparison
+    if out["roc"] is not None and _run.has_context:  # what the patch alone reaches, for comparison
         out["roc_auc_patch_only"] = metrics.roc_auc(data.label, data.rows["prob_patch"].to_numpy())
     return out
 

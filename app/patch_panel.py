@@ -39,7 +39,7 @@ def _framed(image: np.ndarray) -> np.ndarray:
 def _probability_text(run: store.Run, patch_row) -> str:
     """The final P(IDC) and what it is made of: the patch alone (what Grad-CAM explains), the raw output."""
     raw = f"{float(patch_row['prob_uncalibrated']):.3f} model output before calibration"
-    if run.meta.get("context"):
+    if run.has_context:
         return (f"**P(IDC):** {float(patch_row['prob']):.3f} (with neighbourhood context; the patch alone "
                 f"{float(patch_row['prob_patch']):.3f}, {raw})")
     return f"**P(IDC):** {float(patch_row['prob']):.3f} (calibrated; {raw})"

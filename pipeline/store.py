@@ -259,6 +259,11 @@ class Run:
         return bool(self.meta.get("synthetic"))
 
     @property
+    def has_context(self) -> bool:
+        """Whether P(IDC) includes neighbourhood context (then ``prob_patch``, the patch alone, differs)."""
+        return bool(self.meta.get("context"))
+
+    @property
     def thresholds(self) -> dict:
         return self.evaluation.get("thresholds", {"default": 0.5})
 

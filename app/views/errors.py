@@ -54,7 +54,6 @@ method = method_col.selectbox("Method", list(METHODS), key="gallery_cam_method",
                               label_visibility="collapsed")
 start, stop = selection.page_bounds(len(items), number, PER_PAGE)
 shown = items.iloc[start:stop].join(run.table[["patient_id", "x", "y", "width", "height", "prob", "prob_patch"]])
-with_context = bool(run.meta.get("context"))  # then the patch alone is shown too: an error may come from the neighbours
 st.caption(f"Showing {start + 1:,}-{stop:,} of {len(items):,}")
 
 patches = np.asarray(run.patches[shown.index.to_numpy()])
@@ -69,9 +68,10 @@ for start in range(0, len(shown), COLUMNS):
         with col.container(border=True):
             st.image(slides.upscale_nearest(image, ZOOM), width="stretch")
             verdict = verdicts.get(row)
+            # With context the patch alone is shown too: an error may come from the neighbours.
             st.markdown(f"{ui.outcome_badge(item['outcome'], spelled_out=False)}"
                         f" P(IDC) **{item['prob']:.3f}**"
-                        + (f" (patch alone {item['prob_patch']:.3f})" if with_context else "")
+                        + (f" (patch alone {item['prob_patch']:.3f})" if run.has_context else "")
                         + f"  \n{item['patient_id']} · x {item['x']}, y {item['y']}"
                         + (f"  \n{ui.VERDICT_BADGES[verdict]}" if verdict else ""))
             inspect_col, slide_col = st.columns(2)

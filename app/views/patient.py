@@ -44,7 +44,7 @@ def _toggle_overlays() -> None:
 @st.fragment
 def slide_view() -> None:
     """Overlay controls, the slide and the inspector; an overlay change reruns only this part."""
-    names = [*overlays.OVERLAY_NAMES, *([overlays.PATCH_ALONE] if run.meta.get("context") else []),
+    names = [*overlays.OVERLAY_NAMES, *([overlays.PATCH_ALONE] if run.has_context else []),
              *([REGION_OUTLINE] if slide.region_mask is not None else [])]
     chosen = st.pills("Overlays", names, selection_mode="multi", key="overlays",
                       default=["Errors (TP/FP/FN/TN)", *([REGION_OUTLINE] if slide.region_mask is not None else [])])
