@@ -9,7 +9,8 @@ patients (25% of them is inside 50%, which is inside 100%). Each model is traine
 given its neighbourhood context and thresholded exactly as `python -m pipeline run` does it
 (pipeline.train, pipeline.score, pipeline.context, pipeline.metrics), with early stopping on
 validation PR-AUC. The slope of F1 / ROC-AUC against log2(training patients) says how much one
-more doubling of the data would buy; the table is printed and written to runs/learning-curve.md.
+more doubling of the data would buy; the table is printed and written to runs/learning-curve<variant>.md (the variant names every
+option off its default, e.g. -tta-w48).
 """
 from __future__ import annotations
 
@@ -80,7 +81,7 @@ def main() -> int:
     p.add_argument("--tta", action="store_true")
     p.add_argument("--out", type=Path, default=ROOT / "runs")
     args = p.parse_args()
-    from model.architectures import DEFAULT_WIDTH
+    from model.architectures import model_width
 
     if not args.data.is_dir():
         print(f"skipped: real patches not found at {args.data}")
@@ -116,7 +117,7 @@ def main() -> int:
     lines = [f"Learning curve on the real sample ({args.data.name}): test split of each seed "
              f"({', '.join(str(s) for s in args.seeds)}), F1 and balanced accuracy at the validation-chosen "
              f"F1-optimal threshold, with neighbourhood context{', dihedral TTA' if args.tta else ''}; separable CNN "
-             f"width {args.width or DEFAULT_WIDTH}, up to {args.epochs} epochs (patience {args.patience}); "
+             f"width {model_width('separable', args.width)}, up to {args.epochs} epochs (patience {args.patience}); "
              "mean over seeds:", "",
              "| training patients (share) | training patches | F1 | balanced acc. | ROC-AUC | ROC-AUC patch alone "
              "| training (min) |", "|---|---|---|---|---|---|---|"]
@@ -132,7 +133,10 @@ def main() -> int:
         lines += ["", f"Gain per doubling of the training patients (least squares on log2 patients): {gains}."]
     text = "\n".join(lines) + "\n"
     print("\n" + text)
-    with store.atomic_path(args.out / "learning-curve.md") as tmp:
+    variant = ("-tta" if args.tta else "") + (f"-w{args.width}" if args.width else "") \
+        + ("" if (args.epochs, args.patience) == (p.get_default("epochs"), p.get_default("patience"))
+           else f"-e{args.epochs}p{args.patience}")
+    with store.atomic_path(args.out / f"learning-curve{variant}.md") as tmp:
         tmp.write_text(text)
     return 0
 

@@ -5,8 +5,9 @@ Run: .venv/bin/python bench/report_real.py [--data ../shared/data/idc_sample] [-
 
 Each seed draws a different patient-level split (70/15/15) and trains the default model from
 scratch; thresholds are chosen on that split's validation patients and every figure is measured on
-its test patients, whom the model never saw. Runs land in runs/real-sample-s<seed> (open them in
-the app); the table is printed and written to runs/real-sample-report.md.
+its test patients, whom the model never saw. Runs land in runs/real-sample-s<seed><variant> (open them
+in the app; the variant names every option off its default, e.g. -tta-w48-e60p15); the table is
+printed and written to runs/real-sample-report<variant>.md.
 """
 from __future__ import annotations
 
@@ -44,9 +45,14 @@ def main() -> int:
     if not args.data.is_dir():
         print(f"skipped: real patches not found at {args.data}")
         return 0
+    # Every setting off its default names the runs and the report, so a variant never overwrites the default's.
+    variant = ("-tta" if args.tta else "") + ("" if args.context else "-nocontext") \
+        + (f"-w{args.width}" if args.width else "") \
+        + ("" if (args.epochs, args.patience) == (p.get_default("epochs"), p.get_default("patience"))
+           else f"-e{args.epochs}p{args.patience}")
     rows, first = [], None
     for seed in args.seeds:
-        run_dir = args.out / f"real-sample-s{seed}{'-tta' if args.tta else ''}{'' if args.context else '-nocontext'}"
+        run_dir = args.out / f"real-sample-s{seed}{variant}"
         if first is not None:
             share_ingest(first, run_dir)
         report = run_pipeline(args.data, run_dir, epochs=args.epochs, seed=seed, tta=args.tta, use_context=args.context,
@@ -78,7 +84,7 @@ def main() -> int:
                  f"{mean['ece_uncalibrated']:.3f} -> {mean['ece']:.3f} | |")
     text = "\n".join(lines) + "\n"
     print("\n" + text)
-    name = f"real-sample-report{'-tta' if args.tta else ''}{'' if args.context else '-nocontext'}.md"
+    name = f"real-sample-report{variant}.md"
     with store.atomic_path(args.out / name) as tmp:
         tmp.write_text(text)
     return 0

@@ -2,7 +2,8 @@
 
 Threshold typed into the number box -> metrics change; a misclassified patch opened from the
 errors gallery -> its Grad-CAM image loads; a review saved; a patch clicked on the slide opens in
-the inspector; a row of the per-patient table opens that patient. A screenshot of each step goes to test-output/e2e/ (git-ignored) for a human look.
+the inspector; a row of the per-patient table opens that patient. A screenshot of each step goes
+to test-output/e2e/ (git-ignored) for a human look.
 """
 import os
 import socket
