@@ -3,13 +3,20 @@
 The public dataset names every patch ``<pid>_idx5_x<X>_y<Y>_class<C>.png`` inside ``<pid>/<C>/``.
 Anything else (a stray file, a renamed patch, a folder label that disagrees with the name) is
 rejected with a reason, so ingest can list it instead of guessing.
+
+Numbers are ASCII digits only: a regex digit class, ``str.isdigit()`` and ``int()`` also accept
+full-width and other Unicode digits (a full-width "x9601" reads as x=9601, and ``str.isdigit()``
+is True for a superscript two), which would turn a mangled name into a plausible coordinate or
+patient id.
 """
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 
-PATCH_NAME = re.compile(r"^(?P<pid>\d+)_idx5_x(?P<x>\d+)_y(?P<y>\d+)_class(?P<label>[01])\.png$")
+# fullmatch, not ^...$: "$" also matches before a trailing newline, and a file name can end in one.
+PATCH_NAME = re.compile(r"(?P<pid>[0-9]+)_idx5_x(?P<x>[0-9]+)_y(?P<y>[0-9]+)_class(?P<label>[01])\.png")
+EXPECTED_NAME = "<pid>_idx5_x<X>_y<Y>_class<0|1>.png"
 PATCH_SIZE = 50  # the dataset's patch side in pixels; coordinates step by this
 
 
@@ -25,13 +32,19 @@ class BadPatchName(ValueError):
     """A file that is not a well-formed patch of the folder it sits in."""
 
 
+def is_patient_id(name: str) -> bool:
+    """True for a patient folder name: one or more ASCII digits (not '\u00b2' or full-width digits)."""
+    return name.isascii() and name.isdigit()
+
+
 def parse_patch_name(filename: str) -> PatchName:
     """Parse one file name; raise BadPatchName saying what is wrong."""
-    m = PATCH_NAME.match(filename)
+    m = PATCH_NAME.fullmatch(filename)
     if m is None:
-        raise BadPatchName(
-            f"name does not match <pid>_idx5_x<X>_y<Y>_class<0|1>.png: {filename!r}"
-        )
+        odd = "".join(dict.fromkeys(c for c in filename if not c.isascii() or not c.isprintable()))
+        hint = (f" (it holds the characters {odd!r}, which no patch name has: the numbers are ASCII "
+                f"digits 0-9; rename the file)" if odd else "")
+        raise BadPatchName(f"name does not match {EXPECTED_NAME}: {filename!r}{hint}")
     x, y = int(m["x"]), int(m["y"])
     if x < 1 or y < 1:
         raise BadPatchName(f"coordinates start at 1 in this dataset, got x={x}, y={y}: {filename!r}")
