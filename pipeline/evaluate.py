@@ -43,9 +43,37 @@ def per_patient_table(rows: pd.DataFrame, threshold: float) -> pd.DataFrame:
     })
 
 
-def evaluate_split(rows: pd.DataFrame, thresholds: dict[str, float]) -> dict:
+def undefined_metrics(counts: dict, split: str) -> tuple[dict[str, str], list[str]]:
+    """Which metrics a split with one class cannot have, and the sentence that says so.
+
+    ``counts`` is describe()'s output. Returns ({metric: reason}, [warning]); both empty when the
+    split has both classes. The values themselves are NaN; this says why, so no reader takes a
+    NaN for a bug or, worse, a trivially perfect rate for a result.
+    """
+    n, pos = counts["n_patches"], counts["n_positive"]
+    if n == 0 or 0 < pos < n:
+        return {}, []
+    if pos == 0:
+        why = f"all {n:,} patches are IDC-negative"
+        names = {"roc_auc": "ROC-AUC", "pr_auc": "PR-AUC", "sensitivity": "sensitivity",
+                 "balanced_accuracy": "balanced accuracy"}
+        also = {"roc_auc_patch_only": why, "pr_auc_patch_only": why}
+        convention = "F1, precision and MCC are 0 by convention there"
+    else:
+        why = f"all {n:,} patches are IDC-positive"
+        names = {"roc_auc": "ROC-AUC", "specificity": "specificity", "balanced_accuracy": "balanced accuracy"}
+        also = {"roc_auc_patch_only": why}
+        convention = "MCC is 0 by convention there"
+    shown = list(names.values())
+    warning = (f"{', '.join(shown[:-1])} and {shown[-1]} are undefined on split {split}: {why} "
+               f"(they need both classes); {convention}")
+    return {k: why for k in names} | also, [warning]
+
+
+def evaluate_split(rows: pd.DataFrame, thresholds: dict[str, float], split: str = "this split") -> dict:
     y, p = rows["label"].to_numpy(), rows["prob"].to_numpy()
     out = describe(rows)
+    out["undefined"], out["warnings"] = undefined_metrics(out, split)
     out["roc_auc"] = metrics.roc_auc(y, p) if len(y) else float("nan")
     out["pr_auc"] = metrics.average_precision(y, p) if len(y) else float("nan")
     if "prob_patch" in rows and len(y):  # what the neighbourhood context adds to the patch alone
@@ -89,32 +117,54 @@ def evaluate(table: pd.DataFrame, thresholds: dict[str, float] | None = None,
         chosen_on = {"split": "val", **describe(val)}
     else:
         chosen_on = {"split": "carried over from the training run"}
-    report = {"thresholds": thresholds, "thresholds_chosen_on": chosen_on, "context": context, "splits": {}}
+    report = {"thresholds": thresholds, "thresholds_chosen_on": chosen_on, "context": context, "splits": {},
+              "warnings": []}
+    if set(thresholds) == {"default"} and chosen_on["split"] == "val":
+        n, pos = chosen_on["n_patches"], chosen_on["n_positive"]
+        what = "no patches" if n == 0 else f"a single class (all {n:,} patches are IDC-{'positive' if pos else 'negative'})"
+        report["warnings"].append("only the 0.5 threshold preset: F1-optimal, Youden's J and 95% sensitivity are "
+                                  f"chosen on the val split, which has {what}")
     for split in ("test", "val", "train", "all"):
         rows = split_rows(table, split)
         if len(rows):
-            report["splits"][split] = evaluate_split(rows, thresholds)
+            report["splits"][split] = evaluate_split(rows, thresholds, split)
+            report["warnings"] += report["splits"][split]["warnings"]
     if mean_rgb is not None and "test" in report["splits"]:
-        report["splits"]["test"]["mean_colour_baseline_roc_auc"] = mean_colour_baseline(table, mean_rgb)
+        baseline = mean_colour_baseline(table, mean_rgb)
+        report["splits"]["test"]["mean_colour_baseline_roc_auc"] = baseline
+        if np.isnan(baseline):
+            report["splits"]["test"]["undefined"]["mean_colour_baseline_roc_auc"] = \
+                "needs both classes on the train and on the test split"
     primary = thresholds.get("f1_optimal", 0.5)
     report["per_patient"] = {"threshold": primary,
                              "rows": per_patient_table(table, primary).to_dict(orient="records")}
     return report
 
 
+def _num(value, width: int = 0) -> str:
+    """A metric to 3 decimals, or 'n/a' when it is undefined (NaN or None): never a bare 'nan'."""
+    text = "n/a" if value is None or not np.isfinite(value) else f"{value:.3f}"
+    return f"{text:>{width}}"
+
+
 def format_report(report: dict, split: str = "test") -> str:
-    """A readable summary of one split (test by default) for the command line."""
+    """A readable summary of one split (test by default) for the command line.
+
+    Undefined metrics print as n/a, and every warning of the report (a split with one class,
+    presets that could not be chosen) is printed under the figures it concerns.
+    """
     s = report["splits"].get(split) or next(iter(report["splits"].values()))
     split = split if split in report["splits"] else next(iter(report["splits"]))
     lines = [
         *(["SYNTHETIC cohort (generated by pipeline.synth, not real tissue):"] if report.get("synthetic") else []),
         f"Evaluation on the {split} split: {s['n_patients']} patients, {s['n_patches']:,} patches "
         f"({s['n_positive']:,} IDC-positive)",
-        f"  ROC-AUC {s['roc_auc']:.3f}   PR-AUC {s['pr_auc']:.3f}   "
-        f"ECE {s.get('ece_uncalibrated', float('nan')):.3f} -> {s['ece']:.3f} after calibration",
-        *([f"  the patch alone, without neighbourhood context: ROC-AUC {s['roc_auc_patch_only']:.3f}   "
-           f"PR-AUC {s['pr_auc_patch_only']:.3f}"] if report.get("context") else []),
-        *([f"  baseline: logistic regression on mean patch colour, ROC-AUC {s['mean_colour_baseline_roc_auc']:.3f} "
+        *(f"  WARNING: {w}" for w in report.get("warnings", s.get("warnings", []))),
+        f"  ROC-AUC {_num(s['roc_auc'])}   PR-AUC {_num(s['pr_auc'])}   "
+        f"ECE {_num(s.get('ece_uncalibrated'))} -> {_num(s['ece'])} after calibration",
+        *([f"  the patch alone, without neighbourhood context: ROC-AUC {_num(s['roc_auc_patch_only'])}   "
+           f"PR-AUC {_num(s['pr_auc_patch_only'])}"] if report.get("context") else []),
+        *([f"  baseline: logistic regression on mean patch colour, ROC-AUC {_num(s['mean_colour_baseline_roc_auc'])} "
            "(fitted on train; far below the CNN means the label is not a colour cue)"]
           if "mean_colour_baseline_roc_auc" in s else []),
         f"  thresholds chosen on: {report['thresholds_chosen_on'].get('split')}"
@@ -124,8 +174,8 @@ def format_report(report: dict, split: str = "test") -> str:
     ]
     for name, m in s["at"].items():
         lines.append(
-            f"  {PRESET_LABELS.get(name, name):<24}{m['threshold']:>7.3f}{m['precision']:>7.3f}{m['sensitivity']:>7.3f}"
-            f"{m['specificity']:>7.3f}{m['f1']:>7.3f}{m['balanced_accuracy']:>7.3f}{m['mcc']:>7.3f}"
-            f"   {m['tp']}/{m['fp']}/{m['fn']}/{m['tn']}"
+            f"  {PRESET_LABELS.get(name, name):<24}{m['threshold']:>7.3f}"
+            + "".join(_num(m[k], 7) for k in ("precision", "sensitivity", "specificity", "f1", "balanced_accuracy", "mcc"))
+            + f"   {m['tp']}/{m['fp']}/{m['fn']}/{m['tn']}"
         )
     return "\n".join(lines)

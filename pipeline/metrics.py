@@ -3,7 +3,9 @@
 Used by the pipeline's evaluation and by the app's live threshold slider, so they must be exact
 (tests compare them with scikit-learn) and fast on the full 277,524-patch dataset: no Python loops
 over patches. Conventions follow scikit-learn: precision and F1 are 0 when nothing is predicted
-positive, MCC is 0 when undefined; sensitivity/specificity are NaN when their class is absent.
+positive, MCC is 0 when undefined; sensitivity/specificity are NaN when their class is absent, and
+so is balanced accuracy (their mean), which would otherwise be the one rate that exists (1.000 on a
+split where every patch is negative and none is called positive).
 """
 from __future__ import annotations
 
@@ -52,11 +54,9 @@ def rates_from_counts(tn, fp, fn, tp) -> dict[str, np.ndarray | float]:
         sensitivity = np.where(pos > 0, tp / pos, np.nan)
         specificity = np.where(neg > 0, tn / neg, np.nan)
         f1 = np.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), 0.0)
-        # Balanced accuracy averages the rates that exist (a patient may have only one class).
-        stacked = np.stack([np.atleast_1d(sensitivity), np.atleast_1d(specificity)])
-        n_valid = (~np.isnan(stacked)).sum(axis=0)
-        balanced = np.where(n_valid > 0, np.nansum(stacked, axis=0) / np.maximum(n_valid, 1), np.nan)
-        balanced = balanced.reshape(np.shape(tp))
+        # Undefined (NaN) unless both classes are present: with one class it would just be the
+        # other rate under a name that promises both.
+        balanced = (sensitivity + specificity) / 2
         denom = np.sqrt(called * pos * neg * (tn + fn))
         mcc = np.where(denom > 0, (tp * tn - fp * fn) / denom, 0.0)
         total = tp + tn + fp + fn

@@ -15,6 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import context, evaluate, ingest, score, split, store
+from pipeline.errors import UsageError, check_int
+
+# What a run folder may hold besides run.json: its artifacts, the app's reviews (and SQLite's side
+# files), and the pipeline's hidden temporary and resume files (every one starts with a dot).
+RUN_FILES = frozenset({store.RUN_META, store.MANIFEST, store.PATCHES, store.INGEST_REPORT, store.SPLIT,
+                       store.MODEL, store.HISTORY, store.SCORES, store.EVALUATION, store.REGION_MASKS,
+                       store.REVIEWS, f"{store.REVIEWS}-wal", f"{store.REVIEWS}-shm", f"{store.REVIEWS}-journal"})
 
 
 def _log(msg: str) -> None:
@@ -30,12 +37,127 @@ def _load_model(run_dir: Path):
     return keras.models.load_model(path)
 
 
+def _made_by(meta: dict) -> dict:
+    """What made a run folder: the command, its data root and, for `score`, the trained run it used.
+
+    Runs written before this was recorded are read from what they do record (the data root that
+    ingest wrote, the source run that `score` wrote), so they can still be resumed.
+    """
+    if meta.get("made_by"):
+        return meta["made_by"]
+    return {"command": "score" if meta.get("source_run") else "run", "data_root": meta.get("data_root"),
+            "source_run": meta.get("source_run")}
+
+
+def _differences(found: dict, wanted: dict) -> list[str]:
+    names = {"command": "made by `pipeline {}`", "data_root": "data {}", "source_run": "scored with the model of {}"}
+    return [names[k].format(found.get(k)) for k in names
+            if found.get(k) is not None and found.get(k) != wanted.get(k)]
+
+
+def claim_run_folder(out: Path, command: str, data: Path, source_run: Path | None = None,
+                     force: bool = False) -> None:
+    """Make sure ``out`` is this command's own run folder before anything is written into it.
+
+    A new or empty folder, or one that the same command made from the same data (and, for `score`,
+    the same trained run), is this run's: it is resumed, its unchanged stages skipped. Anything else
+    (another run's artifacts, or files the pipeline does not write, which may be the user's) is
+    refused, naming the folder and the fix, so that no run ever overwrites another or the user's
+    files. With ``force`` the folder is moved aside to ``<out>.replaced-<time>``, never deleted.
+    Used by both `run` and `score`, so the rule is the same for both.
+    """
+    out, data = Path(out), Path(data)
+    wanted = {"command": command, "data_root": str(data.resolve()),
+              "source_run": str(Path(source_run).resolve()) if source_run else None}
+    # Checked before the run folder is made: a mistyped --data leaves nothing behind.
+    try:
+        what = "" if data.is_dir() else ("is not a folder" if data.exists() else "does not exist")
+    except OSError as exc:
+        what = f"cannot be read ({exc.strerror or exc})"
+    if what:
+        raise FileNotFoundError(f"data folder {data} {what}; pass the folder that holds the patient "
+                                f"folders (or {ingest.ARCHIVE_SUBDIR}/) with --data")
+    # Never in the folder the inputs live in, even with --force: moving it aside would move them too.
+    resolved = out.resolve()
+    for what, path in (("the data folder", data), ("the trained run", source_run)):
+        if path is not None and (Path(path).resolve() == resolved or resolved in Path(path).resolve().parents):
+            raise UsageError(f"--out {out} holds {what} {path}; pass --out a new folder outside it.")
+    problem = _folder_problem(out, wanted)
+    if problem and not force:
+        raise UsageError(f"{problem}: refusing to write into it (nothing was changed). Pass --out a new folder, "
+                         f"or add --force to move {out} aside to {out.name}.replaced-<time> and start afresh there.")
+    if problem:
+        aside = _move_aside(out)
+        _log(f"--force: {problem}; moved it aside to {aside} (nothing in it was deleted)")
+    out.mkdir(parents=True, exist_ok=True)
+    meta = store.read_meta(out)
+    if not meta.get("created"):
+        store.update_meta(out, created=dt.datetime.now().isoformat(timespec="seconds"), name=out.name)
+    if meta.get("made_by") != wanted:
+        store.update_meta(out, made_by=wanted)
+
+
+def _folder_problem(out: Path, wanted: dict) -> str | None:
+    """Why ``out`` is not this command's own run folder, or None when it is (or is new or empty)."""
+    if not out.exists():
+        return None
+    if not out.is_dir():
+        return f"--out {out} is a file, not a folder"
+    entries = sorted(e.name for e in out.iterdir())
+    if not entries:
+        return None
+    if store.RUN_META not in entries:
+        foreign = [n for n in entries if n not in RUN_FILES and not n.startswith(".")]
+        if foreign or any(n in RUN_FILES for n in entries):
+            shown = ", ".join(foreign[:3] or entries[:3]) + (" ..." if len(foreign or entries) > 3 else "")
+            return f"--out {out} is not empty ({shown}) and is not a run folder (it has no {store.RUN_META})"
+        return None  # only hidden leftovers of a run killed before it wrote run.json
+    try:
+        meta = store.read_meta(out)
+    except store.ArtifactError as exc:
+        return f"--out {out} has an unreadable {store.RUN_META} ({exc})"
+    differences = _differences(_made_by(meta), wanted)
+    if differences:
+        return f"--out {out} holds another run ({'; '.join(differences)})"
+    return None
+
+
+def _move_aside(out: Path) -> Path:
+    """Rename ``out`` to ``<out>.replaced-<time>`` (with a counter if taken) and return the new path."""
+    out = out.resolve()
+    if out == Path.cwd() or out in Path.cwd().parents:  # the new run would be written into the moved folder
+        raise UsageError(f"--force cannot move {out} aside: it holds the current folder; pass --out a new folder.")
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    aside, n = out.with_name(f"{out.name}.replaced-{stamp}"), 1
+    while aside.exists():
+        n += 1
+        aside = out.with_name(f"{out.name}.replaced-{stamp}-{n}")
+    out.rename(aside)
+    return aside
+
+
+def check_run_settings(epochs: int, patience: int, batch_size: int, seed: int, width: int | None,
+                       workers: int | None) -> None:
+    """The run's numeric settings, checked before any work (the CLI checks them too, in argparse)."""
+    check_int("epochs", epochs, 1)
+    check_int("patience", patience, 0)
+    check_int("batch_size", batch_size, 1)
+    check_int("seed", seed, 0)
+    if width is not None:
+        check_int("width", width, 1)
+    if workers is not None:
+        check_int("workers", workers, 1)
+
+
 def _stage_split(run_dir: Path, seed: int, fractions) -> str:
     ingest_fp = store.read_meta(run_dir)["stages"]["ingest"]["fingerprint"]
     fp = store.fingerprint(ingest_fp, seed, list(fractions))
     if not store.stage_done(run_dir, "split", fp, store.SPLIT):
         manifest = store.read_manifest(run_dir)
-        assignment = split.split_patients(manifest["patient_id"], manifest["label"], fractions, seed)
+        try:
+            assignment = split.split_patients(manifest["patient_id"], manifest["label"], fractions, seed)
+        except ValueError as exc:  # too few patients or bad fractions: the data's or the caller's, not a bug
+            raise UsageError(f"cannot split {run_dir / store.MANIFEST} by patient: {exc}") from None
         store.write_split(run_dir, assignment, seed, fractions)
         store.mark_stage(run_dir, "split", fp)
     return fp
@@ -103,19 +225,24 @@ def _stage_evaluate(run_dir: Path, upstream_fp: str, thresholds: dict | None = N
 def run_pipeline(data: Path | str, out: Path | str, arch: str = "separable", epochs: int = 30, seed: int = 0,
                  fractions=split.DEFAULT_FRACTIONS, tta: bool = False, workers: int | None = None,
                  time_budget_s: float | None = None, batch_size: int = 128, patience: int = 8,
-                 use_context: bool = True, width: int | None = None) -> dict:
+                 use_context: bool = True, width: int | None = None, force: bool = False) -> dict:
     """Ingest ``data``, split, train, score and evaluate into the run folder ``out``.
 
     ``use_context`` adds the neighbourhood-context stage (pipeline.context) to the patch scores;
-    ``width`` sets the separable CNN's width (None: model.architectures.DEFAULT_WIDTH).
+    ``width`` sets the separable CNN's width (None: model.architectures.DEFAULT_WIDTH). ``out``
+    must be new, empty or this same run's folder (see claim_run_folder; ``force`` moves another
+    aside).
     """
-    from model.architectures import model_width
+    from model.architectures import ARCHITECTURES, model_width
     from pipeline import train  # TensorFlow is imported only when a model is needed
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    if not store.read_meta(out).get("created"):
-        store.update_meta(out, created=dt.datetime.now().isoformat(timespec="seconds"), name=out.name)
+    check_run_settings(epochs, patience, batch_size, seed, width, workers)
+    if arch not in ARCHITECTURES:
+        raise UsageError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
+    claim_run_folder(out, "run", Path(data), force=force)
+    if width is not None and model_width(arch, width) is None:
+        _log(f"train: --width applies to the separable CNN only; ignored for --arch {arch}")
     info = ingest.ingest(data, out, workers=workers)
     _log(ingest.summarise(info, out))
 
@@ -131,7 +258,7 @@ def run_pipeline(data: Path | str, out: Path | str, arch: str = "separable", epo
     else:
         _log(f"train: {arch}, up to {epochs} epochs (early stopping on validation PR-AUC)")
         result = train.train(out, arch=arch, epochs=epochs, seed=seed, time_budget_s=time_budget_s,
-                             batch_size=batch_size, patience=patience, width=width)
+                             batch_size=batch_size, patience=patience, width=width, fingerprint=train_fp)
         store.update_meta(out, arch=arch, cam_layer=result["cam_layer"], seed=seed, train=result)
         store.mark_stage(out, "train", train_fp)
         _log(f"train: best epoch {result['best_epoch']}/{result['epochs_run']}, val PR-AUC "
@@ -154,14 +281,18 @@ def evaluate_split_summary(run_dir: Path) -> str:
         for r in summary.itertuples())
 
 
-def score_new_data(source_run: Path | str, data: Path | str, out: Path | str, workers: int | None = None) -> dict:
+def score_new_data(source_run: Path | str, data: Path | str, out: Path | str, workers: int | None = None,
+                   force: bool = False) -> dict:
     """Score new patient folders with a trained run's model, calibration and thresholds.
 
     Every new patient goes to the 'test' split: the model has never seen them. The new run
     carries the source run's calibration, neighbourhood-context weights and threshold presets, so
-    its numbers mean exactly what they mean on the source run's own test split.
+    its numbers mean exactly what they mean on the source run's own test split. ``out`` must be
+    new, empty or this same scoring's folder (see claim_run_folder; ``force`` moves another aside).
     """
     source_run, out = Path(source_run), Path(out)
+    if workers is not None:
+        check_int("workers", workers, 1)
     src_meta = store.read_meta(source_run)
     if "thresholds" not in src_meta or not (source_run / store.MODEL).exists():
         raise store.ArtifactError(
@@ -169,15 +300,13 @@ def score_new_data(source_run: Path | str, data: Path | str, out: Path | str, wo
             "train one first with `python -m pipeline run`."
         )
     if source_run.resolve() == out.resolve():
-        raise ValueError("--out must be a new folder, not the trained run itself")
+        raise UsageError(f"--out {out} is the trained run itself; pass --out a new folder for the scored data")
     if src_meta.get("context"):  # before any ingest work: old weights cannot be carried over
         try:
             context.check_params(src_meta["context"])
         except ValueError as exc:
             raise store.ArtifactError(f"{source_run / store.RUN_META}: {exc}") from None
-    out.mkdir(parents=True, exist_ok=True)
-    if not store.read_meta(out).get("created"):
-        store.update_meta(out, created=dt.datetime.now().isoformat(timespec="seconds"), name=out.name)
+    claim_run_folder(out, "score", Path(data), source_run=source_run, force=force)
     info = ingest.ingest(data, out, workers=workers)
     _log(ingest.summarise(info, out))
     manifest = store.read_manifest(out)

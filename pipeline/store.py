@@ -68,15 +68,37 @@ class ArtifactError(RuntimeError):
 
 
 # --------------------------------------------------------------------------- atomic writing
+def file_mode() -> int:
+    """The mode every artifact gets: what ``open()`` would give a new file, 0o666 less the user's umask.
+
+    One policy for every file of a run folder (mkstemp alone gives 0600, files that a library
+    creates itself get the umask's mode): a run shared with a group is shared whole, or not at all.
+    """
+    try:  # Linux reports the umask without changing it (os.umask would, briefly, for every thread)
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 @contextlib.contextmanager
-def atomic_path(path: Path | str):
-    """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds."""
+def atomic_path(path: Path | str, suffix: str = ".tmp"):
+    """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds.
+
+    ``suffix`` ends the temporary name, for writers that insist on one (Keras: ``.keras``,
+    ``.weights.h5``). The file gets ``file_mode()`` before the rename, whoever wrote it.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -93,9 +115,14 @@ def read_json(path: Path | str, fix: str = "re-run the pipeline") -> dict:
     if not path.exists():
         raise ArtifactError(f"{path} is missing; {fix}.")
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ArtifactError(f"{path} is unreadable ({exc}); {fix}.") from exc
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:  # ValueError: bad JSON, and bytes that are not UTF-8
+        # "Move it aside": the pipeline skips a stage whose output exists, so a damaged file would
+        # survive a plain re-run; moved aside, it is rewritten, and the damaged copy stays to look at.
+        raise ArtifactError(f"{path} is unreadable ({exc}): move it aside and {fix}.") from exc
+    if not isinstance(obj, dict):  # every artifact is a JSON object; anything else is a damaged file
+        raise ArtifactError(f"{path} holds a JSON {type(obj).__name__}, not an object: move it aside and {fix}.")
+    return obj
 
 
 def _json_default(o):
@@ -152,11 +179,33 @@ def write_manifest(run_dir: Path | str, manifest: pd.DataFrame) -> None:
         df.to_parquet(tmp, index=False)
 
 
+def _read_parquet(path: Path, columns, fix: str) -> pd.DataFrame:
+    """A parquet artifact with ``columns``; any failure to read it becomes an ArtifactError naming
+    the file and ``fix`` (never a pyarrow traceback)."""
+    from pyarrow import ArrowException
+
+    try:
+        df = pd.read_parquet(path)
+    except (OSError, ValueError, TypeError, NotImplementedError, ArrowException) as exc:
+        reason = str(exc).replace(f" '{path}'", "").replace(str(path), path.name)  # the path is named once
+        raise ArtifactError(f"{path} is unreadable ({reason}): {fix}.") from exc
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ArtifactError(f"{path} lacks the columns {', '.join(missing)} (not written by this pipeline): {fix}.")
+    return df
+
+
 def read_manifest(run_dir: Path | str) -> pd.DataFrame:
     path = Path(run_dir) / MANIFEST
     if not path.exists():
         raise ArtifactError(f"{path} is missing; run `python -m pipeline run --data DIR --out {run_dir}`.")
-    return pd.read_parquet(path).astype(MANIFEST_COLUMNS)
+    # Moved aside, the manifest is rebuilt by ingest (a present one would be trusted and skipped).
+    fix = f"move it aside and re-run `python -m pipeline run --data DIR --out {run_dir}` to re-ingest"
+    df = _read_parquet(path, MANIFEST_COLUMNS, fix)
+    try:
+        return df.astype(MANIFEST_COLUMNS)
+    except (ValueError, TypeError) as exc:
+        raise ArtifactError(f"{path} has values of the wrong type ({exc}): {fix}.") from exc
 
 
 def create_patch_store(path: Path | str, n: int) -> np.memmap:
@@ -175,9 +224,13 @@ def read_patches(run_dir: Path | str) -> np.ndarray:
     if not path.exists():
         raise ArtifactError(f"{path} is missing; re-run `python -m pipeline run` to ingest the data.")
     try:
-        return open_patch_store(path)
+        patches = open_patch_store(path)
     except (ValueError, OSError) as exc:
         raise ArtifactError(f"{path} is unreadable ({exc}); delete it and re-run the pipeline.") from exc
+    if patches.dtype != np.uint8 or patches.shape[1:] != (PATCH_SIZE, PATCH_SIZE, 3):
+        raise ArtifactError(f"{path} holds {patches.dtype} {patches.shape}, not uint8 (N, {PATCH_SIZE}, {PATCH_SIZE}, "
+                            "3) patches; delete it and re-run the pipeline.")
+    return patches
 
 
 def write_ingest_report(run_dir: Path | str, problems: pd.DataFrame) -> None:
@@ -201,7 +254,12 @@ def write_split(run_dir: Path | str, assignment: dict[str, str], seed: int, frac
 
 
 def read_split(run_dir: Path | str) -> dict:
-    return read_json(Path(run_dir) / SPLIT, fix=f"re-run `python -m pipeline run --out {run_dir}` to split")
+    split = read_json(Path(run_dir) / SPLIT,
+                      fix=f"re-run `python -m pipeline run --data DIR --out {run_dir}` to split")
+    if not isinstance(split.get("patients"), dict):
+        raise ArtifactError(f"{Path(run_dir) / SPLIT} has no patient -> split table: move it aside and re-run "
+                            f"`python -m pipeline run --data DIR --out {run_dir}` to split.")
+    return split
 
 
 # --------------------------------------------------------------------------- scores
@@ -220,7 +278,9 @@ def read_scores(run_dir: Path | str) -> pd.DataFrame:
     path = Path(run_dir) / SCORES
     if not path.exists():
         raise ArtifactError(f"{path} is missing; the run has not been scored: re-run the pipeline.")
-    return pd.read_parquet(path)
+    # Moved aside, the scores are rewritten from the trained model (no retraining).
+    return _read_parquet(path, ("prob", "prob_uncalibrated"),
+                         f"move it aside and re-run `python -m pipeline run --data DIR --out {run_dir}` to re-score")
 
 
 # --------------------------------------------------------------------------- region masks (synthetic)
@@ -310,5 +370,11 @@ def list_runs(runs_dir: Path | str) -> list[Path]:
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         return []
-    found = [p for p in runs_dir.iterdir() if (p / RUN_META).exists() and (p / SCORES).exists()]
-    return sorted(found, key=lambda p: (p / RUN_META).stat().st_mtime, reverse=True)
+    found = {}
+    for p in runs_dir.iterdir():
+        try:  # a folder removed or unreadable while listing is left out, not fatal for the others
+            if (p / SCORES).exists():
+                found[p] = (p / RUN_META).stat().st_mtime
+        except OSError:
+            continue
+    return sorted(found, key=found.get, reverse=True)

@@ -36,9 +36,15 @@ from PIL import Image
 from scipy import ndimage
 from tqdm import tqdm
 
-SYNTHETIC_MARKER = "SYNTHETIC_COHORT.json"  # written at the cohort root, last
-MASK_DIR = "_region_masks"  # <pid>.png pixel-level IDC masks, at the cohort root
+from pipeline.errors import UsageError
 
+SYNTHETIC_MARKER = "SYNTHETIC_COHORT.json"  # written at the cohort root, last
+# Written first (hidden, so ingest ignores it) and removed once the marker exists: it lists the
+# patient folders a generation is writing, so an interrupted one can be recognised and replaced.
+IN_PROGRESS = ".SYNTHETIC_COHORT.in-progress.json"
+MASK_DIR = "_region_masks"  # <pid>.png pixel-level IDC masks, at the cohort root
+# The root entries of a cohort besides its patient folders (the records' temporary names included).
+_RECORDS = frozenset({SYNTHETIC_MARKER, IN_PROGRESS, MASK_DIR, f".{SYNTHETIC_MARKER}.tmp", f".{IN_PROGRESS}.tmp"})
 VERSION = 1
 PATCH = 50  # patch side and coordinate step of the public dataset
 FIRST_PID = 90001  # far above the public dataset's patient ids, so the two never collide
@@ -617,18 +623,76 @@ def _build_patient(plan: PatientPlan) -> dict:
     }
 
 
-def _clear_previous(out: Path) -> None:
-    """Remove an earlier synthetic cohort's marker, masks and patient folders from ``out``.
+def _previous_cohort(out: Path) -> set[str] | None:
+    """The root entries an earlier ``generate_cohort`` wrote into ``out``, or None if it wrote none.
 
-    Without this, regenerating with fewer patients or another seed would leave stale patches
-    that ingest would read as part of the new cohort. Only ids from FIRST_PID up are touched;
-    they are reserved for synthetic patients.
+    Known from the marker (complete cohort) or the in-progress record (a generation that was
+    interrupted): each lists the patient folders it is about. A folder with neither is not ours.
     """
+    records = []
+    for name in (SYNTHETIC_MARKER, IN_PROGRESS):
+        path = out / name
+        if path.exists():
+            try:
+                records.append(json.loads(path.read_text()))
+            except (OSError, ValueError) as exc:
+                raise UsageError(
+                    f"{path} is unreadable ({exc}), so it cannot tell which folders `pipeline synth` wrote there: "
+                    f"nothing was changed. Pass --out a new or empty folder, or delete {out} yourself."
+                ) from None
+    if not records:
+        return None
+    own = set(_RECORDS)
+    for rec in records:
+        own.update(str(pid) for pid in rec.get("patients", ()))
+    return own
+
+
+def _clear_previous(out: Path, new_ids: list[str]) -> None:
+    """Make ``out`` ready for a new cohort: empty, or an earlier synthetic cohort that is replaced.
+
+    Without replacing, regenerating with fewer patients or another seed would leave stale patches
+    that ingest would read as part of the new cohort. Only what an earlier ``generate_cohort``
+    recorded writing is removed; a folder holding anything else (a user's patient folders, notes)
+    is refused before anything in it is touched.
+    """
+    entries = sorted(e.name for e in out.iterdir())
+    if not entries:
+        return
+    own = _previous_cohort(out)
+    if own is None:
+        raise UsageError(
+            f"{out} is not empty and has no {SYNTHETIC_MARKER}, so it is not a cohort that `pipeline synth` "
+            f"wrote: refusing to write into it (nothing was changed). Pass --out a new or empty folder."
+        )
+    foreign = [name for name in entries if name not in own]
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise UsageError(
+            f"{out} is a synthetic cohort but also holds what `pipeline synth` did not write ({shown}): "
+            f"refusing to replace it (nothing was changed). Move those out, or pass --out a new or empty folder."
+        )
+    # The in-progress record is written before anything is removed and lists the old and the new
+    # patients, so a generation killed at any point leaves a folder the next one still recognises.
+    old_ids = {name for name in entries if name not in _RECORDS}
+    _write_record(out / IN_PROGRESS, {"patients": sorted(old_ids | set(new_ids)),
+                                      "note": "pipeline synth is writing this cohort; incomplete until "
+                                              f"{SYNTHETIC_MARKER} exists"})
     (out / SYNTHETIC_MARKER).unlink(missing_ok=True)  # first: incomplete until a new one exists
-    shutil.rmtree(out / MASK_DIR, ignore_errors=True)
-    for entry in out.iterdir():
-        if entry.is_dir() and entry.name.isdigit() and int(entry.name) >= FIRST_PID:
-            shutil.rmtree(entry)
+    for name in entries:
+        if name not in (IN_PROGRESS, SYNTHETIC_MARKER):
+            path = out / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+
+
+def _write_record(path: Path, obj: dict) -> None:
+    """Write a small JSON record under a temporary name, then rename: never half a record."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, path)
 
 
 def _plan_cohort(out_dir: Path, n_patients: int, seed: int) -> list[PatientPlan]:
@@ -658,15 +722,20 @@ def generate_cohort(out_dir, n_patients: int = 24, seed: int = 0, workers: int |
     """Write a whole synthetic cohort; return the metadata dict also written to SYNTHETIC_MARKER.
 
     Patients are rendered in parallel (largest first, for load balance); an earlier synthetic
-    cohort in ``out_dir`` is replaced. The marker is written last, via a temporary file and
-    ``os.replace``, so a cohort without it is incomplete.
+    cohort in ``out_dir`` is replaced, and any other non-empty folder is refused (UsageError)
+    untouched. The marker is written last, via a temporary file and ``os.replace``, so a cohort
+    without it is incomplete.
     """
     out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out} is a file, not a folder: pass --out a new or empty folder for the cohort.")
     out.mkdir(parents=True, exist_ok=True)
-    _clear_previous(out)
+    plans = sorted(_plan_cohort(out, n_patients, seed), key=lambda p: -p.n_target)
+    _clear_previous(out, [p.patient_id for p in plans])
+    _write_record(out / IN_PROGRESS, {"patients": sorted(p.patient_id for p in plans),
+                                      "note": f"pipeline synth is writing this cohort; incomplete until {SYNTHETIC_MARKER} exists"})
     (out / MASK_DIR).mkdir()
 
-    plans = sorted(_plan_cohort(out, n_patients, seed), key=lambda p: -p.n_target)
     workers = max(1, min(workers or os.cpu_count() or 1, n_patients))
     results: dict[str, dict] = {}
     start = time.perf_counter()
@@ -700,9 +769,8 @@ def generate_cohort(out_dir, n_patients: int = 24, seed: int = 0, workers: int |
         "patients": patients,
         "note": NOTE,
     }
-    tmp = out / f".{SYNTHETIC_MARKER}.tmp"
-    tmp.write_text(json.dumps(meta, indent=1))
-    os.replace(tmp, out / SYNTHETIC_MARKER)
+    _write_record(out / SYNTHETIC_MARKER, meta)
+    (out / IN_PROGRESS).unlink()  # the marker now lists every patient folder
     return meta
 
 

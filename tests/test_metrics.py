@@ -79,7 +79,8 @@ def test_threshold_out_of_range_is_rejected(bad):
 
 def test_one_class_and_empty_inputs_do_not_crash():
     m = metrics.metrics_at(np.ones(5, int), np.full(5, 0.9), 0.5)
-    assert m["sensitivity"] == 1.0 and np.isnan(m["specificity"]) and m["balanced_accuracy"] == 1.0
+    # balanced accuracy needs both classes: undefined here, not the sensitivity alone (issue 9)
+    assert m["sensitivity"] == 1.0 and np.isnan(m["specificity"]) and np.isnan(m["balanced_accuracy"])
     assert np.isnan(metrics.roc_auc(np.ones(5, int), np.linspace(0, 1, 5)))
     with pytest.raises(ValueError, match="only 0 and 1"):
         metrics.confusion_at([0, 2], [0.1, 0.2], 0.5)

@@ -1,0 +1,81 @@
+"""Bad numeric options are refused up front by argparse (exit 2, naming the option), before any work;
+and the CLI's clean exit is kept for the user's errors only, so a genuine bug shows its traceback."""
+from __future__ import annotations
+
+import pytest
+
+from pipeline.errors import UsageError
+
+from .conftest import run_cli
+
+
+def _argv(command: str, option: str, value: str, tmp_path) -> list[str]:
+    base = {
+        "synth": ["synth", "--out", tmp_path / "cohort"],
+        "run": ["run", "--data", tmp_path / "data", "--out", tmp_path / "out"],
+        "score": ["score", "--run", tmp_path / "run", "--data", tmp_path / "data", "--out", tmp_path / "out"],
+        "compare": ["compare", "--data", tmp_path / "data", "--out", tmp_path / "out"],
+    }[command]
+    return [*base, option, value]
+
+
+BAD = [
+    ("synth", "--patients", "0"), ("synth", "--patients", "-3"), ("synth", "--seed", "-1"),
+    ("run", "--epochs", "0"), ("run", "--epochs", "-1"), ("run", "--epochs", "1.5"), ("run", "--epochs", "many"),
+    ("run", "--patience", "-1"), ("run", "--width", "0"), ("run", "--width", "-5"),
+    ("run", "--batch-size", "0"), ("run", "--workers", "-1"), ("run", "--workers", "0"), ("run", "--seed", "-2"),
+    ("score", "--workers", "0"), ("score", "--workers", "-1"),
+    ("compare", "--minutes", "0"), ("compare", "--minutes", "-1"), ("compare", "--minutes", "nan"),
+    ("compare", "--minutes", "inf"), ("compare", "--epochs", "0"), ("compare", "--seed", "-1"),
+]
+
+
+@pytest.mark.parametrize("command,option,value", BAD)
+def test_bad_numbers_are_refused_before_any_work(command, option, value, tmp_path, capsys):
+    (tmp_path / "data").mkdir()
+    code, out, err = run_cli(capsys, *_argv(command, option, value, tmp_path))
+    assert code == 2
+    assert f"argument {option}: must be " in err and repr(value) in err
+    assert "Traceback" not in err and out == ""
+    assert not (tmp_path / "out").exists() and not (tmp_path / "cohort").exists()  # nothing was started
+
+
+@pytest.mark.parametrize("command,option,value,dest,expected", [
+    ("run", "--epochs", "1", "epochs", 1), ("run", "--patience", "0", "patience", 0), ("run", "--seed", "0", "seed", 0),
+    ("run", "--width", "8", "width", 8), ("compare", "--minutes", "0.5", "minutes", 0.5)])
+def test_edge_values_that_make_sense_are_accepted(command, option, value, dest, expected, tmp_path):
+    from pipeline.__main__ import _parser
+
+    args = _parser().parse_args([str(a) for a in _argv(command, option, value, tmp_path)])
+    assert getattr(args, dest) == expected
+
+
+def test_the_python_api_checks_the_same_settings_before_touching_the_folder(tiny_cohort, tmp_path):
+    from pipeline.run import run_pipeline
+
+    for bad in ({"epochs": 0}, {"batch_size": 0}, {"width": 0}, {"workers": -1}, {"patience": -1}):
+        with pytest.raises(UsageError, match=next(iter(bad))):
+            run_pipeline(tiny_cohort, tmp_path / "out", **bad)
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_genuine_bug_is_not_turned_into_a_clean_exit(monkeypatch, tmp_path, capsys):
+    import pipeline.synth
+
+    def broken(*args, **kwargs):
+        raise ValueError("a bug inside the pipeline")
+
+    monkeypatch.setattr(pipeline.synth, "generate_cohort", broken)
+    with pytest.raises(ValueError, match="a bug inside the pipeline"):
+        run_cli(capsys, "synth", "--out", tmp_path / "c")
+
+
+def test_the_users_errors_still_exit_cleanly(monkeypatch, tmp_path, capsys):
+    import pipeline.synth
+
+    def refused(*args, **kwargs):
+        raise UsageError("--out is not yours; pass --out a new folder")
+
+    monkeypatch.setattr(pipeline.synth, "generate_cohort", refused)
+    code, _, err = run_cli(capsys, "synth", "--out", tmp_path / "c")
+    assert code == 2 and err.strip() == "error: --out is not yours; pass --out a new folder"
