@@ -8,6 +8,7 @@ re-run pipeline is picked up without restarting the app.
 from __future__ import annotations
 
 import os
+import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import pandas as pd
 import streamlit as st
 
 from app import cohort, slides
-from app.reviews import ReviewStore
+from app.reviews import NewerSchemaError, ReviewStore, RunReviews, problem_text
 from pipeline import evaluate, metrics, store
 
 RUNS_ENV = "IDC_RUNS"
@@ -33,18 +34,75 @@ def find_runs() -> list[Path]:
     return store.list_runs(runs_dir())
 
 
-def _modified(run_dir: Path) -> float:
-    return max(((run_dir / name).stat().st_mtime for name in (store.RUN_META, store.SCORES)
-                if (run_dir / name).exists()), default=0.0)
+# What load_run reads: a change to any of them (a re-run pipeline, a repaired file) is a new version.
+_RUN_FILES = (store.RUN_META, store.MANIFEST, store.PATCHES, store.SPLIT, store.SCORES, store.EVALUATION)
+
+
+def _version(run_dir: Path) -> tuple:
+    """(name, mtime, size) of each file the run is loaded from; None for a missing one."""
+    out = []
+    for name in _RUN_FILES:
+        try:
+            found = (run_dir / name).stat()
+            out.append((name, found.st_mtime_ns, found.st_size))
+        except OSError:
+            out.append((name, None))
+    return tuple(out)
+
+
+def public_message(exc: BaseException, run_dir: Path) -> str:
+    """An error message for the browser: the runs folder named by its own name (``runs/NAME/...``,
+    as in the README's commands), never by the server's full path."""
+    text, runs = str(exc), run_dir.parent
+    spellings = {str(runs.resolve()), str(runs.absolute()), str(runs)} - {"", "."}
+    for spelling in sorted(spellings, key=len, reverse=True):  # the longest first: one may contain another
+        text = text.replace(spelling.rstrip(os.sep) + os.sep, f"{runs.resolve().name}{os.sep}")
+    return text
 
 
 def load_run(run_dir: Path) -> store.Run:
-    """The run, loaded once per version of its files; raises store.ArtifactError if broken."""
-    return _load_run(str(run_dir), _modified(run_dir))
+    """The run, loaded once per version of its files; raises store.ArtifactError if it is broken.
+
+    A failure is remembered for that version too, so a broken run is not re-read on every rerun
+    (the picker marks it, and the default run skips it); repairing a file makes a new version.
+    """
+    version = _version(run_dir)
+    failures = _failures()
+    known = failures.get((str(run_dir), version))
+    if known is not None:
+        raise store.ArtifactError(known)
+    try:
+        return _load_run(str(run_dir), version)
+    except store.ArtifactError as exc:
+        if len(failures) > 256:  # bounded: stale versions are never asked for again
+            failures.clear()
+        failures[(str(run_dir), version)] = str(exc)
+        raise
+
+
+def known_broken(run_dir: Path) -> bool:
+    """True when this version of the run already failed to load in this server process."""
+    return (str(run_dir), _version(run_dir)) in _failures()
+
+
+def first_loadable(run_paths: list[Path]) -> Path | None:
+    """The first run (newest first) that loads: the default, so a broken newest run never opens by itself."""
+    for path in run_paths:
+        try:
+            load_run(path)
+        except store.ArtifactError:
+            continue
+        return path
+    return None
+
+
+@st.cache_resource(show_spinner=False)
+def _failures() -> dict:
+    return {}  # (run folder, version) -> the ArtifactError's message, shared by every session
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the run...")
-def _load_run(path: str, modified_at: float) -> store.Run:
+def _load_run(path: str, version: tuple) -> store.Run:
     return store.load_run(path)
 
 
@@ -165,12 +223,37 @@ def _cams(_run: store.Run, key: str, rows: tuple[int, ...], method: str) -> np.n
 
 
 # --------------------------------------------------------------------------- reviews
-@st.cache_resource(max_entries=8)
+def review_file(run: store.Run) -> str:
+    """The reviews file as shown to users: relative to the runs folder, never a server path."""
+    return f"{run.name}/{store.REVIEWS}"
+
+
 def review_store(run_path: str) -> ReviewStore:
-    return ReviewStore(Path(run_path) / store.REVIEWS)
+    """The run's review store; raises sqlite3.Error (or NewerSchemaError) when its file is unusable."""
+    path = Path(run_path) / store.REVIEWS
+    try:
+        found = path.stat()
+    except FileNotFoundError:
+        # Not cached: the file was never made, or was moved aside to fix it; opening creates it.
+        return ReviewStore(path)
+    # Keyed by the file's identity, so a file moved aside and replaced gets a new store (with its
+    # schema) instead of a stale object pointing at a name that now holds another file.
+    return _review_store(str(path), found.st_dev, found.st_ino)
 
 
-def latest_verdicts(run: store.Run) -> pd.Series:
-    """The latest verdict per reviewed patch row (index = row); read fresh, reviews change often."""
-    latest = review_store(str(run.path)).latest()
-    return pd.Series(latest["verdict"].to_numpy(), index=latest["row"].to_numpy(), dtype=object)
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _review_store(path: str, device: int, inode: int) -> ReviewStore:
+    return ReviewStore(path)
+
+
+def run_reviews(run: store.Run) -> RunReviews:
+    """The run's reviews, each matched to its patch's current row; read fresh, reviews change often.
+
+    Never raises for a broken reviews file: the result then holds no reviews and a ``problem``
+    naming the file and the fix, so each page still draws everything that does not need reviews.
+    """
+    file = review_file(run)
+    try:
+        return review_store(str(run.path)).resolved(run.table, file)
+    except (sqlite3.Error, NewerSchemaError) as exc:
+        return RunReviews.unavailable(file, problem_text(file, exc, public_message(exc, run.path)))

@@ -18,6 +18,10 @@ import streamlit as st  # noqa: E402
 from app import loaders, state, ui  # noqa: E402
 
 st.set_page_config(page_title="IDC review dashboard", page_icon="🔬", layout="wide")
+# Also set in .streamlit/config.toml, which `streamlit run` reads only when started from the
+# repository root: every CSV must leave through the app's own, formula-safe download buttons.
+st.set_option("client.disableDataExport", True)
+ui.network_warning()
 navigation = st.navigation([
     st.Page(state.PAGES["overview"], title="Cohort overview", icon=":material/monitoring:", default=True),
     st.Page(state.PAGES["patient"], title="Patient viewer", icon=":material/biotech:"),
@@ -32,6 +36,8 @@ if not run_paths:
     run = None
 else:
     run = state.sidebar(run_paths)
+    if run is None:
+        ui.broken_run(st.session_state.run, st.session_state.pop("broken_run_message", ""))
 with st.sidebar:
     ui.footer()
 if run is not None:

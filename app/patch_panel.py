@@ -4,12 +4,14 @@ Drawn on the Patch inspector page and under the slide on the Patient viewer.
 """
 from __future__ import annotations
 
+import sqlite3
+
 import numpy as np
 import streamlit as st
 
 from app import loaders, overlays, selection, slides, ui
 from app.explain import METHODS, overlay_cam
-from app.reviews import VERDICTS
+from app.reviews import VERDICTS, NewerSchemaError, problem_text
 from pipeline import store
 
 ZOOM = 6  # 50 px -> 300 px on screen, nearest neighbour so scanned pixels stay visible
@@ -106,6 +108,11 @@ def _save_review(run: store.Run, row: int, pid: str, x: int, y: int) -> None:
     except ValueError as exc:
         ss.review_message = ("error", f"Review not saved: {exc}")
         return
+    except (sqlite3.Error, NewerSchemaError) as exc:  # e.g. the file broke or the disk is full
+        # Nothing was written (one transaction per review); the note stays in the form to retry.
+        ss.review_message = ("error", "Review not saved, nothing was written; your note is still in the form. "
+                             + problem_text(loaders.review_file(run), exc, loaders.public_message(exc, run.path)))
+        return
     ss.reviewer = reviewer  # remembered for the next review in this session
     ss.review_note = ""  # the verdict and name stay: reviewers often give the same one many times
     ss.review_message = ("success", f"Review saved: {VERDICTS[ss.review_verdict]} (patch x {x}, y {y}, by {reviewer}).")
@@ -113,19 +120,23 @@ def _save_review(run: store.Run, row: int, pid: str, x: int, y: int) -> None:
 
 def _review_form(run: store.Run, row: int, pid: str, x: int, y: int) -> None:
     ss = st.session_state
+    reviews = loaders.run_reviews(run)
     ss.setdefault("review_reviewer", ss.reviewer)  # the widget's state is dropped on leaving the page
     with st.form("review_form"):
         st.markdown("**Review this patch**")
         st.radio("Verdict", list(VERDICTS), format_func=VERDICTS.get, horizontal=True, key="review_verdict")
         st.text_area("Note", key="review_note", placeholder="What you see, e.g. 'DCIS, not invasive'")
         st.text_input("Reviewer", key="review_reviewer", placeholder="Your name or initials")
+        # With a broken reviews file the form stays, so a note typed before it broke is not lost,
+        # but saving is off; the page says why once, at its top (ui.reviews_problem).
         st.form_submit_button("Save review", type="primary", icon=":material/rate_review:", key="save_review",
-                              on_click=_save_review, args=(run, row, pid, x, y))
+                              on_click=_save_review, args=(run, row, pid, x, y), disabled=bool(reviews.problem),
+                              help="Off until the reviews file is fixed (see the top of the page)" if reviews.problem
+                              else None)
     if "review_message" in ss:
         kind, text = ss.pop("review_message")
         (st.success if kind == "success" else st.error)(text)
-    history = loaders.review_store(str(run.path)).all()
-    history = history[history["row"] == row]
+    history = reviews.of_row(row)  # matched by the patch's identity, so a re-ingest cannot mix them up
     if len(history):
         st.markdown("**Reviews of this patch** (newest last)")
         st.dataframe(history[["created_at", "reviewer", "verdict", "note"]], hide_index=True, width="stretch",

@@ -15,25 +15,31 @@ WAL keeps recent commits in ``reviews.sqlite-wal`` until a checkpoint folds them
 file: copy the database with :meth:`ReviewStore.backup` (or copy all three files together while no
 one writes), never ``reviews.sqlite`` alone. WAL needs a local file system, not a network share.
 
-Each review stores the patch's manifest ``row`` and also its ``patient_id``, ``x`` and ``y``, so
-reviews stay attributable to the right patch even if a run is ever re-ingested with other rows;
-:meth:`ReviewStore.mismatched` lists reviews whose row no longer shows the same patch.
+Each review stores the patch's manifest ``row`` and also its ``patient_id``, ``x`` and ``y``. The
+identity (patient_id, x, y) is what a review is about: a re-ingest into the same run folder can
+reorder or drop manifest rows, so readers never trust the stored row alone. :func:`resolve` (and
+:meth:`ReviewStore.resolved`) matches every review to the row that shows its patch now; a review
+whose patch is no longer in the run is kept in the file and reported, never dropped.
 """
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import io
 import operator
 import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from app import exports
 from pipeline import store
 
 VERDICTS = {"agree": "Agree with label", "label_wrong": "Label is wrong", "unsure": "Unsure"}
 COLUMNS = ["id", "row", "patient_id", "x", "y", "verdict", "note", "reviewer", "created_at"]
+PATCH_KEY = ["patient_id", "x", "y"]  # a patch's identity, whatever its row in the manifest
+NOT_IN_RUN = -1  # the resolved row of a review whose patch the run no longer has
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_S = 30.0
 MAX_NOTE_CHARS = 10_000
@@ -56,14 +62,118 @@ CREATE TABLE IF NOT EXISTS reviews (
 );
 CREATE INDEX IF NOT EXISTS reviews_by_row ON reviews ("row", id);
 CREATE INDEX IF NOT EXISTS reviews_by_patient ON reviews (patient_id, "row", id);
+CREATE INDEX IF NOT EXISTS reviews_by_patch ON reviews (patient_id, x, y, id);
 """
 _SELECT = 'SELECT id, "row", patient_id, x, y, verdict, note, reviewer, created_at FROM reviews'
-_LATEST = 'id IN (SELECT MAX(id) FROM reviews GROUP BY "row")'
+# The latest review of each patch, by identity: after a re-ingest one patch can have reviews
+# stored under two different rows, and the newer one must win.
+_LATEST = "id IN (SELECT MAX(id) FROM reviews GROUP BY patient_id, x, y)"
 
 
 def utc_now() -> str:
     """Current UTC time as ISO 8601 with milliseconds, e.g. 2025-01-31T14:05:09.123+00:00."""
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+class NewerSchemaError(RuntimeError):
+    """The reviews file was written by a newer version of the app."""
+
+
+def resolve(reviews: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
+    """``reviews`` with ``row`` set to the row of ``table`` (its index) that shows the reviewed patch.
+
+    The match is on the patch's identity (patient_id, x, y), in one vectorised merge, because a
+    re-ingest into the same run folder may have reordered or dropped manifest rows: the stored row
+    is kept as ``recorded_row`` and never used to find the patch. ``row`` is NOT_IN_RUN where the
+    table has no such patch; those reviews are returned too, so nothing is ever left out unseen.
+    """
+    out = reviews.rename(columns={"row": "recorded_row"})
+    if out.empty:
+        out.insert(1, "row", pd.Series(dtype="int64"))
+        return out
+    # Only the reviewed patients' rows take part: a full-size table has 277,524 rows, and this
+    # runs on every rerun of the pages that show reviews.
+    sub = table[table["patient_id"].isin(out["patient_id"].unique())]
+    key = pd.DataFrame({"patient_id": sub["patient_id"].astype(str).to_numpy(),
+                        "x": sub["x"].to_numpy(np.int64), "y": sub["y"].to_numpy(np.int64),
+                        "row": sub.index.to_numpy(np.int64)}).drop_duplicates(PATCH_KEY)  # ingest keeps one
+    merged = out.astype({"patient_id": str, "x": "int64", "y": "int64"}).merge(
+        key, on=PATCH_KEY, how="left", validate="many_to_one")  # a left merge keeps the reviews' order
+    merged["row"] = merged["row"].fillna(NOT_IN_RUN).astype("int64")
+    return merged[["id", "row", "recorded_row", *COLUMNS[2:]]]
+
+
+@dataclass(frozen=True)
+class RunReviews:
+    """A run's reviews, each matched to the row that shows its patch now (see :func:`resolve`).
+
+    ``problem`` says why the reviews file cannot be used (then there are no reviews to show and the
+    review form is off); the pages show it and go on without reviews.
+    """
+
+    every: pd.DataFrame  # every review, oldest first: id, row (resolved), recorded_row, patient_id, ...
+    file: str  # where the reviews are kept, as shown to the user
+    problem: str = ""
+
+    @classmethod
+    def unavailable(cls, file: str, problem: str) -> RunReviews:
+        return cls(resolve(pd.DataFrame(columns=COLUMNS).astype({"id": "int64", "row": "int64"}),
+                           pd.DataFrame(columns=PATCH_KEY)), file, problem)
+
+    @property
+    def found(self) -> pd.DataFrame:
+        """Reviews of patches this run has (superseded ones included), oldest first."""
+        return self.every[self.every["row"] != NOT_IN_RUN]
+
+    @property
+    def latest(self) -> pd.DataFrame:
+        """The latest review of each patch this run has, ordered by row."""
+        return self.found.drop_duplicates("row", keep="last").sort_values("row", kind="stable")
+
+    @property
+    def not_in_run(self) -> pd.DataFrame:
+        """Reviews naming a patch that is not in this run's manifest (kept in the file, listed apart)."""
+        return self.every[self.every["row"] == NOT_IN_RUN]
+
+    @property
+    def moved(self) -> int:
+        """How many reviews were stored under another row than the one showing their patch now."""
+        found = self.found
+        return int((found["row"] != found["recorded_row"]).sum())
+
+    def verdicts(self) -> pd.Series:
+        """The latest verdict of each reviewed patch (index = its row in this run)."""
+        latest = self.latest
+        return pd.Series(latest["verdict"].to_numpy(), index=latest["row"].to_numpy(), dtype=object)
+
+    def of_row(self, row: int) -> pd.DataFrame:
+        """Every review of the patch at ``row``, oldest first."""
+        return self.every[self.every["row"] == int(row)]
+
+    def export_frame(self) -> pd.DataFrame:
+        """Every review, oldest first, for the CSV export: ``row`` is the patch's row in this run
+        (empty when the run does not have it), ``recorded_row`` the row it was given on."""
+        out = self.every.copy()
+        out["row"] = out["row"].astype("Int64").mask(out["row"] == NOT_IN_RUN)
+        return out
+
+
+def problem_text(file: str, exc: BaseException, reason: str | None = None) -> str:
+    """What to tell the user when the reviews file ``file`` cannot be used, and the fix.
+
+    ``reason`` is the error as it may be shown (e.g. without server paths); ``str(exc)`` by default.
+    """
+    reason = str(exc) if reason is None else reason
+    if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+        return (f"`{file}` is busy: another writer held it for over {BUSY_TIMEOUT_S:.0f} s, so reviews are not "
+                "shown. Reload the page in a moment.")
+    if isinstance(exc, NewerSchemaError):
+        return f"Reviews are not shown: {reason}"
+    return (f"`{file}` cannot be read as a reviews database ({reason}). Reviews are not shown and cannot be saved "
+            "until it is fixed; everything else on the page works. Fix: move the file aside, together with "
+            f"`{store.REVIEWS}-wal` and `{store.REVIEWS}-shm` if they are there (e.g. "
+            f"`mv {store.REVIEWS} {store.REVIEWS}.broken` in the run folder), then reload: the app starts a new, "
+            "empty reviews file. The app never changes or deletes the old file: keep it to recover its reviews.")
 
 
 def _int(name: str, value) -> int:
@@ -102,7 +212,7 @@ class ReviewStore:
                     }
                     conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", identity.items())
                 elif int(found[0]) > SCHEMA_VERSION:
-                    raise RuntimeError(f"{self.path} has review schema version {found[0]}, newer than this app's "
+                    raise NewerSchemaError(f"{self.path} has review schema version {found[0]}, newer than this app's "
                                        f"{SCHEMA_VERSION}; update the app instead of writing to it.")
 
     # ------------------------------------------------------------------------ connections
@@ -172,11 +282,11 @@ class ReviewStore:
         return self._query("ORDER BY id")
 
     def latest(self) -> pd.DataFrame:
-        """The latest review of each reviewed patch row, ordered by row."""
+        """The latest review of each reviewed patch (patient_id, x, y), ordered by the stored row."""
         return self._query(f'WHERE {_LATEST} ORDER BY "row"')
 
     def for_patient(self, patient_id) -> pd.DataFrame:
-        """The latest review of each reviewed row of one patient, ordered by row."""
+        """The latest review of each reviewed patch of one patient, ordered by the stored row."""
         return self._query(f'WHERE patient_id = ? AND {_LATEST} ORDER BY "row"', (str(patient_id),))
 
     def count(self) -> int:
@@ -189,30 +299,24 @@ class ReviewStore:
         with self._connect() as conn:
             return dict(conn.execute("SELECT key, value FROM meta").fetchall())
 
+    def resolved(self, table: pd.DataFrame, file: str | None = None) -> RunReviews:
+        """Every review matched to the row of ``table`` that shows its patch now (see :func:`resolve`)."""
+        return RunReviews(resolve(self.all(), table), str(self.path) if file is None else file)
+
     def mismatched(self, table: pd.DataFrame) -> pd.DataFrame:
-        """Latest reviews whose row is missing from ``table`` or shows another patch (patient, x, y).
+        """Latest reviews whose stored row is missing from ``table`` or shows another patch (patient, x, y).
 
         Empty for reviews of the run they were written for; anything here means the run was
-        re-ingested and those reviews must be matched by (patient_id, x, y), not by row.
+        re-ingested: :func:`resolve` finds those reviews' patches by identity (or reports them gone).
         """
         latest = self.latest()
-        if latest.empty:
-            return latest
-        rows = latest["row"].to_numpy()
-        inside = rows < len(table)
-        ok = inside.copy()
-        sub = table.iloc[rows[inside]]
-        ok[inside] = ((sub["patient_id"].astype(str).to_numpy() == latest["patient_id"].to_numpy()[inside])
-                      & (sub["x"].to_numpy() == latest["x"].to_numpy()[inside])
-                      & (sub["y"].to_numpy() == latest["y"].to_numpy()[inside]))
-        return latest[~ok].reset_index(drop=True)
+        moved = resolve(latest, table)["row"].to_numpy() != latest["row"].to_numpy()
+        return latest[moved].reset_index(drop=True)
 
     # ------------------------------------------------------------------------ export
     def to_csv_bytes(self) -> bytes:
-        """All reviews, oldest first, as UTF-8 CSV (for st.download_button)."""
-        buf = io.StringIO()
-        self.all().to_csv(buf, index=False)
-        return buf.getvalue().encode("utf-8")
+        """All reviews as stored, oldest first, as UTF-8 CSV with formula-like notes neutralised."""
+        return exports.csv_bytes(self.all())
 
     def backup(self, dest: Path | str) -> Path:
         """A consistent single-file copy (WAL folded in) at ``dest``, safe while others write."""

@@ -9,6 +9,7 @@ state on every run: a bookmarked view restores run, split, threshold, patient an
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -51,7 +52,7 @@ def _restore_from_url(run_names: list[str]) -> list[str]:
         if q["run"] in run_names:
             ss.run = q["run"]
         else:
-            problems.append(f"run {q['run']!r} from the link was not found; showing the newest run.")
+            problems.append(f"run {q['run']!r} from the link was not found; showing the newest run that opens.")
     if "split" in q:
         if q["split"] in SPLITS:
             ss.split = q["split"]
@@ -65,24 +66,43 @@ def _restore_from_url(run_names: list[str]) -> list[str]:
     if "patient" in q:
         ss.patient = q["patient"]  # checked against the run once it is loaded (fit_to_run)
     if "patch" in q:
-        ss.patch = int(q["patch"]) if q["patch"].isdigit() else None
+        ss.patch = parse_row(q["patch"])  # checked against the run once it is loaded (fit_to_run)
+        if ss.patch is None:
+            problems.append(f"patch {q['patch']!r} from the link is not a patch number (0, 1, 2, ...); "
+                            "no patch is open.")
     return problems
 
 
+def parse_row(text: str) -> int | None:
+    """A patch row written in plain ASCII digits, or None.
+
+    Not str.isdigit(), which also accepts '²' and other digits int() refuses; the length cap keeps
+    an absurd link from becoming a huge integer.
+    """
+    return int(text) if re.fullmatch(r"[0-9]{1,12}", text) else None
+
+
 def fit_to_run(run: store.Run) -> None:
-    """Drop a patient or patch the loaded run does not have (a stale link or another run)."""
+    """Drop a patient or patch the loaded run does not have (a stale link or another run), saying so."""
     ss = st.session_state
+    problems = []
     known = set(loaders.patients(run)["patient_id"])
     if ss.patient is not None and ss.patient not in known:
-        ss.url_problems = [*ss.get("url_problems", []), f"patient {ss.patient!r} is not in run {run.name}."]
+        problems.append(f"patient {ss.patient!r} is not in run {run.name}.")
         ss.patient = None
     if ss.patch is not None:
         if not 0 <= ss.patch < len(run.table):
+            problems.append(f"patch {ss.patch} is not in run {run.name} (its patches are numbered 0 to "
+                            f"{len(run.table) - 1:,}); no patch is open.")
             ss.patch = None
         elif ss.patient is None:  # a link naming only the patch still opens its patient
             ss.patient = run.table["patient_id"].iat[ss.patch]
-        elif run.table["patient_id"].iat[ss.patch] != ss.patient:
+        elif (owner := run.table["patient_id"].iat[ss.patch]) != ss.patient:
+            problems.append(f"patch {ss.patch} is a patch of patient {owner}, not of patient {ss.patient}; "
+                            "no patch is open.")
             ss.patch = None
+    if problems:
+        ss.url_problems = [*ss.get("url_problems", []), *problems]
 
 
 def sync_url() -> None:
@@ -142,25 +162,39 @@ def _run_changed() -> None:
 
 
 # --------------------------------------------------------------------------- the sidebar
+BROKEN_TAG = "⚠ cannot be opened"
+
+
 def run_label(path: Path) -> str:
-    meta = store.read_meta(path)
+    try:
+        meta = store.read_meta(path)
+    except store.ArtifactError:  # an unreadable run.json must not take the whole picker down
+        return f"{path.name} · {BROKEN_TAG}"
     tag = " · SYNTHETIC" if meta.get("synthetic") else ""
-    return f"{path.name}{tag} · {meta.get('created', '?').replace('T', ' ')[:16]}"
+    broken = f" · {BROKEN_TAG}" if loaders.known_broken(path) else ""
+    return f"{path.name}{tag} · {str(meta.get('created', '?')).replace('T', ' ')[:16]}{broken}"
 
 
 def sidebar(run_paths: list[Path]) -> store.Run | None:
-    """Run picker, split and threshold controls; returns the loaded run (None if it is broken)."""
+    """Run picker, split and threshold controls; returns the loaded run (None if it is broken).
+
+    The default run is the newest one that loads: a broken run (a corrupt file, an interrupted
+    pipeline) stays in the picker, marked, and shows what is wrong only when someone picks it.
+    """
     ss = st.session_state
     by_name = {p.name: p for p in run_paths}
     if ss.run not in by_name:
-        ss.run = run_paths[0].name
+        ss.run = (loaders.first_loadable(run_paths) or run_paths[0]).name
     with st.sidebar:
         bound(st.selectbox, "Run (newest first)", "run", on_change=_run_changed, options=list(by_name),
               format_func=lambda name: run_label(by_name[name]), help=f"Run folders under {loaders.runs_dir()}")
         try:
             run = loaders.load_run(by_name[ss.run])
         except store.ArtifactError as exc:
-            st.error(f"This run folder cannot be opened: {exc}")
+            st.error(f"Run {ss.run} cannot be opened.", icon=":material/error:")
+            for problem in ss.pop("url_problems", []):
+                st.warning(problem)
+            ss.broken_run_message = loaders.public_message(exc, by_name[ss.run])
             return None
         fit_to_run(run)
         bound(st.radio, "Measure on split", "split", options=list(SPLITS), horizontal=True,

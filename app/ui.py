@@ -1,11 +1,15 @@
 """Small Streamlit pieces every page uses: banners, footer, the no-run help, pickers, outcome badges."""
 from __future__ import annotations
 
+import ipaddress
+import os
 from pathlib import Path
 
 import streamlit as st
 
 from app import loaders, state
+from app.__main__ import ADDRESS_ENV
+from app.reviews import RunReviews
 from pipeline import store
 
 OUTCOME_BADGE_COLOURS = {"TP": "green", "TN": "blue", "FP": "orange", "FN": "violet"}  # nearest to the slide's
@@ -25,6 +29,24 @@ def synthetic_banner(run: store.Run) -> None:
                    "the tool; its numbers say nothing about IDC in real slides.", icon=":material/science:")
 
 
+def network_warning() -> None:
+    """Warn when the server listens beyond this machine without anyone having asked for it.
+
+    ``python -m app`` binds to 127.0.0.1 unless $IDC_ADDRESS says otherwise; a plain ``streamlit run``
+    started outside the repository root misses .streamlit/config.toml and listens on every interface.
+    """
+    address = st.get_option("server.address") or ""
+    try:
+        loopback = address == "localhost" or ipaddress.ip_address(address).is_loopback
+    except ValueError:  # unset (every interface) or a host name
+        loopback = False
+    if not loopback and not os.environ.get(ADDRESS_ENV):
+        st.warning(f"This server listens on {'every network interface' if not address else address}, so other "
+                   "machines may reach it. Restart it with `make app` or `python -m app`, which bind to 127.0.0.1 "
+                   f"(this machine only); to open it to a network on purpose, set `{ADDRESS_ENV}`, e.g. "
+                   f"`{ADDRESS_ENV}=0.0.0.0 python -m app`.", icon=":material/lan:")
+
+
 def footer() -> None:
     st.divider()
     st.caption("Research tool, not for clinical use: it does not diagnose and has not been validated for "
@@ -41,6 +63,20 @@ def no_runs(runs_dir: Path) -> None:
             f"python -m pipeline run --data data/synthetic --out {runs_dir}/synthetic", language="bash")
     st.markdown(f"For the real dataset, point `--data` at `IDC_regular_ps50_idx5/`. Then reload this page. "
                 f"To open run folders elsewhere, start the app with `{loaders.RUNS_ENV}=/path/to/runs`.")
+
+
+def broken_run(name: str, message: str) -> None:
+    """What a picked run that cannot be loaded shows instead of its pages: the file and the fix."""
+    st.title(f"Run {name} cannot be opened")
+    st.error(message, icon=":material/error:")
+    st.info("Pick another run in the sidebar: the other runs are not affected, and nothing in this run "
+            "folder was changed.", icon=":material/info:")
+
+
+def reviews_problem(reviews: RunReviews) -> None:
+    """Say, once per page, why reviews are not shown (a broken reviews file), naming the file and the fix."""
+    if reviews.problem:
+        st.error(reviews.problem, icon=":material/rate_review:")
 
 
 def patient_picker(run: store.Run) -> str:

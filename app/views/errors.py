@@ -16,6 +16,8 @@ threshold, split = ss.threshold, ss.split
 data = loaders.split_data(run, split)
 
 st.title("Errors & review queue")
+reviews = loaders.run_reviews(run)  # matched to their patches by identity, not by stored row
+ui.reviews_problem(reviews)
 mode_col, patient_col = st.columns([3, 2])
 mode = mode_col.segmented_control(
     "Show", [ERRORS, QUEUE], default=ERRORS, required=True, key="gallery_mode",
@@ -26,7 +28,7 @@ every_patient = "all patients" + (" (all splits)" if split == "all" else f" of t
 patient = patient_col.selectbox("Patient", ["all", *patient_ids], key="gallery_patient",
                                 format_func=lambda p: every_patient if p == "all" else p)
 rows = data.rows if patient == "all" else data.rows[data.rows["patient_id"] == patient]
-verdicts = loaders.latest_verdicts(run)
+verdicts = reviews.verdicts()
 
 if mode == ERRORS:
     kinds = st.pills("Error kinds", list(selection.ERROR_KINDS), selection_mode="multi", default=["FP", "FN"],

@@ -8,6 +8,7 @@ run = ss.current_run
 threshold = ss.threshold
 
 st.title("Patch inspector")
+ui.reviews_problem(loaders.run_reviews(run))
 patient_id = ui.patient_picker(run)
 rows = loaders.slide(run, patient_id).rows
 outcome = selection.outcome_names(rows["label"].to_numpy(), rows["prob"].to_numpy(), threshold)

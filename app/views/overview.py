@@ -1,7 +1,7 @@
 """Cohort overview: metrics at the threshold on a split, curves, calibration, per-patient table."""
 import streamlit as st
 
-from app import charts, cohort, loaders, state, ui
+from app import charts, cohort, exports, loaders, state, ui
 from pipeline import evaluate, metrics
 
 ss = st.session_state
@@ -53,7 +53,7 @@ right.plotly_chart(charts.reliability_figure(curves["reliability"], curves["ece"
 metrics_table = cohort.metrics_frame(at, curves, split, data.described, run.name)
 with st.expander("All metrics as a table"):
     st.dataframe(metrics_table, hide_index=True, column_config={"value": st.column_config.NumberColumn(format="%.4f")})
-st.download_button("Download metrics (CSV)", metrics_table.to_csv(index=False), file_name=f"{run.name}_{split}_metrics.csv",
+st.download_button("Download metrics (CSV)", exports.csv_bytes(metrics_table), file_name=f"{run.name}_{split}_metrics.csv",
                    mime="text/csv", icon=":material/download:", on_click="ignore")
 
 st.subheader("Per patient")
@@ -81,6 +81,6 @@ st.dataframe(
         "false_pos": "False pos.", "false_neg": "False neg.", "errors": "Errors",
     },
 )
-st.download_button("Download per-patient table (CSV)", per_patient.assign(threshold=threshold).to_csv(index=False),
+st.download_button("Download per-patient table (CSV)", exports.csv_bytes(per_patient.assign(threshold=threshold)),
                    file_name=f"{run.name}_{split}_per_patient.csv", mime="text/csv", icon=":material/download:",
                    on_click="ignore")

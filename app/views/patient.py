@@ -12,6 +12,7 @@ run = ss.current_run
 threshold = ss.threshold
 
 st.title("Patient viewer")
+ui.reviews_problem(loaders.run_reviews(run))
 patient_id = ui.patient_picker(run)
 slide = loaders.slide(run, patient_id)
 rows = slide.rows
@@ -57,7 +58,7 @@ def slide_view() -> None:
                     key="toggle_overlays", shortcut="h", width="stretch",
                     help="Show or hide every overlay at once, to see the bare tissue (keyboard: H)")
 
-    verdicts = loaders.latest_verdicts(run).reindex(rows.index).fillna("").to_numpy()
+    verdicts = loaders.run_reviews(run).verdicts().reindex(rows.index).fillna("").to_numpy()
 
     def build(name):
         return overlays.build(name, rows, threshold, slide.grid_shape, verdicts)

@@ -1,7 +1,12 @@
-"""Reviews: every verdict given in this run, filterable, exportable, each row opening its patch."""
+"""Reviews: every verdict given in this run, filterable, exportable, each row opening its patch.
+
+Reviews are matched to their patches by identity (patient, x, y), not by the row they were stored
+with, so a re-ingest into the run folder cannot attach a review to another patch; reviews of
+patches the run no longer has are listed apart, never dropped.
+"""
 import streamlit as st
 
-from app import loaders, selection, state
+from app import exports, loaders, selection, state, ui
 from app.reviews import VERDICTS
 
 ss = st.session_state
@@ -11,16 +16,28 @@ if ss.pop("open_inspector", False):  # set when a review row was selected
     st.switch_page(state.PAGES["inspector"])
 
 st.title("Reviews")
-review_store = loaders.review_store(str(run.path))
-everything = review_store.all()
+reviews = loaders.run_reviews(run)
+ui.reviews_problem(reviews)
+if reviews.problem:
+    st.stop()
+everything = reviews.every
 if everything.empty:
     st.info("No reviews yet. Open a patch in the inspector (or from the errors gallery) and save a verdict; "
             "reviews are stored in this run folder and listed here.", icon=":material/rate_review:")
     st.stop()
 
-latest = review_store.latest()
+latest, missing = reviews.latest, reviews.not_in_run
 st.caption(f"{len(everything):,} reviews of {len(latest):,} patches by {everything['reviewer'].nunique():,} "
-           f"reviewer(s), stored in `{review_store.path}`.")
+           f"reviewer(s), stored in `{reviews.file}`.")
+if reviews.moved:
+    st.info(f"{reviews.moved:,} review{'s were' if reviews.moved > 1 else ' was'} given when this run's manifest "
+            "had other rows (the data was "
+            "re-ingested into this folder); each is shown on its own patch, matched by patient, x and y.",
+            icon=":material/swap_vert:")
+if len(missing):
+    st.warning(f"{len(missing):,} review{'s name patches' if len(missing) > 1 else ' names a patch'} not in this "
+               f"run's manifest; kept in `{reviews.file}` and in the CSV export, listed below.",
+               icon=":material/warning:")
 counts = latest["verdict"].value_counts()
 for col, (verdict, text) in zip(st.columns(len(VERDICTS)), VERDICTS.items()):
     col.metric(f"{text} (latest per patch)", f"{int(counts.get(verdict, 0)):,}")
@@ -33,11 +50,11 @@ verdicts = verdict_col.pills("Verdict", list(VERDICTS), selection_mode="multi", 
 reviewers = sorted(everything["reviewer"].unique())
 reviewer = reviewer_col.selectbox("Reviewer", ["everyone", *reviewers], key="reviews_reviewer")
 
-shown = everything if show_history else latest
+shown = reviews.found if show_history else latest
 shown = shown[shown["verdict"].isin(verdicts)]
 if reviewer != "everyone":
     shown = shown[shown["reviewer"] == reviewer]
-patch = run.table.iloc[shown["row"].to_numpy()]
+patch = run.table.loc[shown["row"].to_numpy()]  # resolved rows: all of them are in this run
 shown = shown.assign(label=patch["label"].to_numpy(), prob=patch["prob"].to_numpy(),
                      outcome=selection.outcome_names(patch["label"].to_numpy(), patch["prob"].to_numpy(), threshold))
 shown = shown.sort_values("id", ascending=False).reset_index(drop=True)
@@ -59,5 +76,14 @@ st.dataframe(
                    "outcome": f"Outcome at {threshold:.3f}", "row": "Row"},
 )
 st.caption("Select a row to open its patch in the inspector.")
-st.download_button("Download all reviews (CSV)", review_store.to_csv_bytes, file_name=f"{run.name}_reviews.csv",
-                   mime="text/csv", icon=":material/download:", on_click="ignore")
+if len(missing):
+    st.subheader("Reviews of patches not in this run")
+    st.caption("Their patch (patient, x, y) is not in the current manifest, e.g. after a re-ingest without it. "
+               "They stay in the reviews file; re-ingesting data that has the patch shows them again.")
+    st.dataframe(missing[["created_at", "reviewer", "patient_id", "x", "y", "verdict", "note", "recorded_row"]],
+                 hide_index=True, width="stretch", key="reviews_not_in_run",
+                 column_config={"created_at": "When (UTC)", "reviewer": "Reviewer", "patient_id": "Patient",
+                                "verdict": "Verdict", "note": "Note", "recorded_row": "Row when reviewed"})
+st.download_button("Download all reviews (CSV)", lambda: exports.csv_bytes(reviews.export_frame()),
+                   file_name=f"{run.name}_reviews.csv", mime="text/csv", icon=":material/download:", on_click="ignore",
+                   help="Every review, superseded ones and those of patches not in this run included.")
