@@ -16,10 +16,13 @@ EPOCHS ?= 12
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.txt
+# The pinned requirements first, then the project itself, editable (no sys.path edits anywhere):
+# `idc ...` and `python -m pipeline|app` then work from any folder.
+$(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
 # Debian's Chromium and its driver, for the end-to-end browser test (never a downloaded browser).
@@ -36,8 +39,9 @@ $(COHORT)/SYNTHETIC_COHORT.json: | setup
 pipeline: setup $(COHORT)/SYNTHETIC_COHORT.json
 	$(PY) -m pipeline run --data $(COHORT) --out $(RUN) --epochs $(EPOCHS) --seed $(SEED)
 
+# The launcher binds to 127.0.0.1 wherever it starts (IDC_ADDRESS=0.0.0.0 opens it to the network).
 app: setup
-	$(VENV)/bin/streamlit run app/main.py
+	$(PY) -m app
 
 run: pipeline app
 

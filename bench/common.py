@@ -1,0 +1,73 @@
+"""What the bench and report scripts share: where the real data is, their common options, run naming.
+
+Run the scripts as modules from the project root (``.venv/bin/python -m bench.report_real``) or as
+files (``.venv/bin/python bench/report_real.py``): the project is installed in the venv (``make
+setup``), so neither needs a sys.path edit. Training settings come from model.config.TrainConfig,
+the same dataclass the pipeline's command line is built from, so a report trains exactly what
+``python -m pipeline run`` with the same options would.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from model.config import TrainConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / "shared" / "data"
+DEFAULT_DATA = SHARED_DATA / "idc_dev"  # every real patch we have (209 patients); idc_sample is its test subset
+SAMPLE_DATA = SHARED_DATA / "idc_sample"
+DEFAULT_OUT = ROOT / "runs"
+DEFAULT_SEEDS = (0, 1, 2)
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def report_parser(description: str, train_options: bool = True, context_option: bool = True) -> argparse.ArgumentParser:
+    """--data, --seeds, --out, --tta [, --no-context] and, with ``train_options``, every TrainConfig setting."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--data", type=Path, default=DEFAULT_DATA, help=f"dataset root (default {DEFAULT_DATA})")
+    p.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS), help="patient-split seeds")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where runs and reports are written")
+    p.add_argument("--tta", action="store_true", help="score with 8-fold dihedral test-time augmentation")
+    if context_option:
+        p.add_argument("--no-context", dest="context", action="store_false",
+                       help="score each patch alone (ablation of the neighbourhood-context stage)")
+    if train_options:
+        TrainConfig.add_cli_options(p, exclude=("seed",))  # the seed is per split, from --seeds
+    return p
+
+
+def train_config(args: argparse.Namespace, seed: int) -> TrainConfig:
+    return TrainConfig.from_cli(args, seed=seed)
+
+
+def variant(args: argparse.Namespace) -> str:
+    """A suffix naming every option off its default (e.g. ``-tta-w48-e60p15``), so a variant's runs and
+    report never overwrite the default's. Data other than idc_dev is named too (``-idc_sample``)."""
+    parts = []
+    data = getattr(args, "data", DEFAULT_DATA)
+    if Path(data).resolve() != DEFAULT_DATA.resolve():
+        parts.append(Path(data).name)
+    if getattr(args, "tta", False):
+        parts.append("tta")
+    if not getattr(args, "context", True):
+        parts.append("nocontext")
+    defaults = TrainConfig()
+    config = TrainConfig.from_cli(args)
+    short = {"arch": "", "width": "w", "learning_rate": "lr", "batch_size": "b", "stain_sigma": "stain"}
+    for name, prefix in short.items():
+        if getattr(config, name) != getattr(defaults, name) and (name != "width" or config.width is not None):
+            parts.append(f"{prefix}{getattr(config, name)}")
+    if (config.epochs, config.patience) != (defaults.epochs, defaults.patience):
+        parts.append(f"e{config.epochs}p{config.patience}")
+    return "".join(f"-{p}" for p in parts)
+
+
+def skip_without(data: Path) -> bool:
+    """True (after saying so) when the real data is not there: reports then skip instead of failing."""
+    if Path(data).is_dir():
+        return False
+    print(f"skipped: real patches not found at {data} (../shared/data beside the project)")
+    return True
