@@ -49,7 +49,7 @@ test: setup browser
 	$(PY) -m pytest -q -rs tests
 
 bench: setup
-	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) -m bench.$$(basename $$b .py) || exit 1; done
 
 clean:
 	rm -rf $(RUN) $(COHORT) test-output .pytest_cache

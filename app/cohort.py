@@ -35,14 +35,14 @@ def curves(label: np.ndarray, prob: np.ndarray) -> dict:
     return out
 
 
-def score_text(context: dict | None, roc_auc_patch_only: float | None = None) -> str:
+def score_text(context: dict | None, roc_auc_patch: float | None = None) -> str:
     """What P(IDC) is in this run: the patch alone, or the patch with its neighbourhood context."""
     if not context:
         return "P(IDC) is the CNN's calibrated score of each patch alone."
     text = (f"P(IDC) combines each patch's CNN score with its neighbours' on the same slide (Gaussian "
             f"weighting, σ = {context['sigma_px']:.0f} px), fitted on the validation patients")
-    if roc_auc_patch_only is not None and np.isfinite(roc_auc_patch_only):
-        text += f"; the patch alone reaches ROC-AUC {roc_auc_patch_only:.3f} here"
+    if roc_auc_patch is not None and np.isfinite(roc_auc_patch):
+        text += f"; the patch alone reaches ROC-AUC {roc_auc_patch:.3f} here"
     return text + "."
 
 

@@ -21,6 +21,7 @@ from app.reviews import NewerSchemaError, ReviewStore, RunReviews, problem_text
 from pipeline import evaluate, metrics, store
 
 RUNS_ENV = "IDC_RUNS"
+SPLIT_ORDER = tuple(reversed(store.SPLITS))  # the pipeline's splits, test first: what a reviewer opens first
 DEFAULT_RUNS_DIR = Path("runs")
 
 
@@ -143,7 +144,7 @@ def _curves(_run: store.Run, key: str, split: str) -> dict:
     data = split_data(_run, split)
     out = cohort.curves(data.label, data.prob)
     if out["roc"] is not None and _run.has_context:  # what the patch alone reaches, for comparison
-        out["roc_auc_patch_only"] = metrics.roc_auc(data.label, data.rows["prob_patch"].to_numpy())
+        out["roc_auc_patch"] = metrics.roc_auc(data.label, data.rows["prob_patch"].to_numpy())
     return out
 
 
@@ -156,15 +157,16 @@ def patients(run: store.Run) -> pd.DataFrame:
 def _patients(_run: store.Run, key: str) -> pd.DataFrame:
     t = _run.table
     out = t.groupby("patient_id", sort=True).agg(split=("split", "first"), patches=("x", "size")).reset_index()
-    order = {s: i for i, s in enumerate(("test", "val", "train"))}
+    order = {s: i for i, s in enumerate(SPLIT_ORDER)}
     return out.sort_values(["split", "patient_id"], key=lambda c: c.map(order) if c.name == "split" else c,
                            kind="stable").reset_index(drop=True)
 
 
 # --------------------------------------------------------------------------- per patient
 @dataclass(frozen=True)
-class Slide:
-    """A patient's slide, rebuilt once: pixels, geometry, the JPEG for the browser, the true region."""
+class SlideView:
+    """A patient's slide as the app shows it, rebuilt once from the run's patches: pixels, geometry,
+    the JPEG for the browser, the true region (not the synthetic generator's rendered slide)."""
 
     rows: pd.DataFrame  # the patient's table rows (index = patch row)
     rgb: np.ndarray  # (H, W, 3) uint8, read-only
@@ -178,12 +180,12 @@ class Slide:
         return self.rgb.shape[:2]
 
 
-def slide(run: store.Run, patient_id: str) -> Slide:
+def slide(run: store.Run, patient_id: str) -> SlideView:
     return _slide(run, run_key(run), patient_id)
 
 
 @st.cache_resource(max_entries=12, show_spinner="Rebuilding the slide...")
-def _slide(_run: store.Run, key: str, patient_id: str) -> Slide:
+def _slide(_run: store.Run, key: str, patient_id: str) -> SlideView:
     t = _run.table
     rows = t[t["patient_id"] == patient_id]
     args = (rows["x"].to_numpy(), rows["y"].to_numpy(), rows["width"].to_numpy(), rows["height"].to_numpy())
@@ -192,7 +194,7 @@ def _slide(_run: store.Run, key: str, patient_id: str) -> Slide:
     mask = store.read_region_mask(_run.path, patient_id) if _run.synthetic else None
     if mask is not None:
         mask.flags.writeable = False
-    return Slide(rows=rows, rgb=rgb, grid_shape=slides.grid_shape(*args), image_uri=slides.jpeg_data_uri(rgb),
+    return SlideView(rows=rows, rgb=rgb, grid_shape=slides.grid_shape(*args), image_uri=slides.jpeg_data_uri(rgb),
                  region_mask=mask, region_contour=None if mask is None else slides.region_contour(mask))
 
 
@@ -201,7 +203,7 @@ def _slide(_run: store.Run, key: str, patient_id: str) -> Slide:
 def _explainer(_run: store.Run, key: str):
     import keras
 
-    from app.explain import Explainer
+    from model.explain import Explainer
     from model.architectures import LAST_CONV
 
     path = _run.path / store.MODEL

@@ -9,9 +9,10 @@ import sqlite3
 import numpy as np
 import streamlit as st
 
-from app import loaders, overlays, selection, slides, ui
-from app.explain import METHODS, overlay_cam
+from app import loaders, overlays, selection, slides, state, ui
+from app.cam_overlay import overlay_cam
 from app.reviews import VERDICTS, NewerSchemaError, problem_text
+from model.explain import METHODS
 from pipeline import store
 
 ZOOM = 6  # 50 px -> 300 px on screen, nearest neighbour so scanned pixels stay visible
@@ -75,7 +76,7 @@ def render(run: store.Run, row: int, threshold: float) -> None:
     _review_form(run, row, pid, x, y)
 
 
-@st.fragment
+@state.fragment
 def _images(run: store.Run, row: int, patch: np.ndarray, size: tuple[int, int], region: np.ndarray | None,
             context: np.ndarray) -> None:
     """Patch, CAM and neighbours side by side; the CAM method and opacity rerun only this fragment."""

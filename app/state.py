@@ -1,25 +1,41 @@
 """Shared state of the dashboard: the chosen run, split, threshold, patient and patch.
 
 Each lives under one plain key of ``st.session_state`` (never a widget key, because Streamlit drops
-a widget's state when a page that does not draw it runs). Widgets are bound to these keys with
-:func:`bound`: the widget is set from the value before it is drawn and writes back in its
-``on_change`` callback. All changes happen in callbacks, which run before the script, so every
-page draws with the new value at once, and the URL (``st.query_params``) is rewritten from the
-state on every run: a bookmarked view restores run, split, threshold, patient and patch.
+a widget's state when a page that does not draw it runs). There is one way to change it:
+
+- **Callbacks write state.** Widgets are bound to these keys with :func:`bound`: the widget is set
+  from the value before it is drawn and writes back in its ``on_change`` callback; buttons and
+  table selections call :func:`set_threshold`, :func:`set_patient`, :func:`open_patch` or
+  :func:`go_to` as their ``on_click`` / ``on_select``. Callbacks run before the script, so every
+  page draws with the new value at once.
+- **:func:`resolve_view` fills in what is missing, before anything is drawn.** Run from app/main.py
+  once per run of the script, it picks the default run (the newest that loads), loads it, drops a
+  patient or patch the run does not have (:func:`fit_to_run`), and fills the page's defaults: a
+  patient on the Patient viewer and the Patch inspector (the first test patient), a patch on the
+  Patch inspector (the patient's most confident error). Pages and widgets only read state; the run
+  is :func:`current_run`.
+- **:func:`go_to` switches pages.** A callback calls ``go_to(page, patient=..., patch=...)``: it
+  sets the view and a pending page, and app/main.py switches to it before anything is drawn
+  (``st.switch_page`` cannot be called in a callback: the pages are not registered yet).
+- **The URL follows the state in one place.** :func:`sync_url` rewrites ``st.query_params`` from
+  the state after every run of app/main.py (in its ``finally``) and after every fragment's rerun
+  (:func:`fragment`, the only way the app makes a fragment); no page calls it. A bookmarked view
+  restores run, split, threshold, patient and patch (:func:`init`).
 """
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from pathlib import Path
 
 import streamlit as st
 
-from app import loaders
+from app import loaders, selection
 from pipeline import store
 from pipeline.metrics import check_threshold
 
-SPLITS = ("test", "val", "train", "all")
+SPLITS = (*loaders.SPLIT_ORDER, "all")  # the pipeline's splits, test first, and all of them together
 SPLIT_LABELS = {"test": "test", "val": "validation", "train": "train", "all": "all splits"}
 DEFAULTS = {"run": None, "split": "test", "threshold": 0.5, "patient": None, "patch": None, "reviewer": ""}
 URL_KEYS = ("run", "split", "threshold", "patient", "patch")
@@ -31,6 +47,9 @@ PAGES = {  # page scripts, relative to app/main.py (app/views, not app/pages: se
     "errors": "views/errors.py",
     "reviews": "views/review_log.py",
 }
+_RUN = "_loaded_run"  # the run resolve_view loaded (None when it is broken): read through current_run()
+_RUN_PROBLEM = "_run_problem"  # why the picked run cannot be opened: read through run_problem()
+_PENDING_PAGE = "_pending_page"  # set by go_to in a callback, taken by pending_page() in app/main.py
 
 
 # --------------------------------------------------------------------------- set-up and URL
@@ -113,6 +132,100 @@ def sync_url() -> None:
         st.query_params.from_dict(wanted)
 
 
+def fragment(body: Callable) -> Callable:
+    """``st.fragment`` that keeps the URL in sync: the one way the app makes a fragment.
+
+    A widget inside a fragment reruns only the fragment, not app/main.py (whose ``finally`` syncs
+    the URL after a full run), so the URL is synced here after the fragment's body, however it ends.
+    """
+    @functools.wraps(body)
+    def synced(*args, **kwargs):
+        try:
+            return body(*args, **kwargs)
+        finally:
+            sync_url()
+
+    return st.fragment(synced)
+
+
+# --------------------------------------------------------------------------- resolving the view
+def resolve_view(run_paths: list[Path], page: str) -> store.Run | None:
+    """Fill in the state ``page`` needs, before anything is drawn; returns the run (None if broken).
+
+    The one place besides callbacks that writes state: the default run is the newest one that
+    loads (a broken run, e.g. a corrupt file or an interrupted pipeline, stays in the picker and
+    shows what is wrong only when someone picks it); a patient or patch the run does not have is
+    dropped (:func:`fit_to_run`); then the page's defaults (:func:`_page_defaults`).
+    """
+    ss = st.session_state
+    by_name = {p.name: p for p in run_paths}
+    if ss.run not in by_name:
+        ss.run = (loaders.first_loadable(run_paths) or run_paths[0]).name
+    ss[_RUN], ss[_RUN_PROBLEM] = None, None
+    try:
+        with st.sidebar:  # where a "Loading the run..." spinner shows, beside the run picker
+            run = loaders.load_run(by_name[ss.run])
+    except store.ArtifactError as exc:
+        ss[_RUN_PROBLEM] = loaders.public_message(exc, by_name[ss.run])
+        return None
+    fit_to_run(run)
+    _page_defaults(run, page)
+    ss[_RUN] = run
+    return run
+
+
+def _page_defaults(run: store.Run, page: str) -> None:
+    """The Patient viewer and the Patch inspector show a patient: the first test patient unless one
+    is chosen; the inspector shows a patch: the patient's most confident error (the patch a
+    reviewer most likely came for), or its most probable patch when it has no error."""
+    ss = st.session_state
+    if page not in ("patient", "inspector"):
+        return
+    if ss.patient is None:  # fit_to_run has dropped a patient the run does not have
+        ss.patient, ss.patch = str(loaders.patients(run)["patient_id"].iat[0]), None
+    if page == "inspector" and ss.patch is None:
+        rows = run.table[run.table["patient_id"] == ss.patient]
+        worst = selection.errors(rows, ss.threshold)
+        ss.patch = int(worst.index[0] if len(worst) else rows["prob"].idxmax())
+
+
+def current_run() -> store.Run:
+    """The run picked in the sidebar, loaded by :func:`resolve_view` (pages are drawn only when it loads)."""
+    run = st.session_state.get(_RUN)
+    if run is None:
+        raise RuntimeError("no run is loaded: app/main.py draws a page only after state.resolve_view loaded one")
+    return run
+
+
+def run_problem() -> str:
+    """Why the picked run cannot be opened (the file and the fix); empty when it loaded."""
+    return st.session_state.get(_RUN_PROBLEM) or ""
+
+
+# --------------------------------------------------------------------------- switching pages
+def go_to(page: str, patient: str | None = None, patch: int | None = None) -> None:
+    """Open ``page`` (a key of :data:`PAGES`), on ``patient`` and ``patch`` when given; for callbacks.
+
+    Sets the view and a pending page; app/main.py switches to it (:func:`pending_page`) before
+    anything is drawn. Without ``patient`` the view stays as it is; with it, ``patch`` (None: the
+    page's default) replaces the open patch.
+    """
+    if page not in PAGES:
+        raise ValueError(f"unknown page {page!r}; one of {', '.join(PAGES)}")
+    ss = st.session_state
+    if patient is not None:
+        ss.patient, ss.patch = str(patient), None if patch is None else int(patch)
+    ss[_PENDING_PAGE] = page
+    # A callback of a widget inside a fragment would rerun only the fragment, not app/main.py,
+    # which switches pages: ask for a full run (in a callback this ends the callback, so it is last).
+    st.rerun()
+
+
+def pending_page() -> str | None:
+    """The page :func:`go_to` asked for, once (app/main.py switches to it); None when there is none."""
+    return st.session_state.pop(_PENDING_PAGE, None)
+
+
 # --------------------------------------------------------------------------- binding widgets
 def _copy(widget_key: str, state_key: str) -> None:
     st.session_state[state_key] = st.session_state[widget_key]
@@ -175,34 +288,24 @@ def run_label(path: Path) -> str:
     return f"{path.name}{tag} · {str(meta.get('created', '?')).replace('T', ' ')[:16]}{broken}"
 
 
-def sidebar(run_paths: list[Path]) -> store.Run | None:
-    """Run picker, split and threshold controls; returns the loaded run (None if it is broken).
+def sidebar(run_paths: list[Path]) -> None:
+    """Run picker, split and threshold controls; draws the state :func:`resolve_view` resolved.
 
-    The default run is the newest one that loads: a broken run (a corrupt file, an interrupted
-    pipeline) stays in the picker, marked, and shows what is wrong only when someone picks it.
+    A picked run that cannot be opened gets the run picker and its error, nothing else.
     """
     ss = st.session_state
     by_name = {p.name: p for p in run_paths}
-    if ss.run not in by_name:
-        ss.run = (loaders.first_loadable(run_paths) or run_paths[0]).name
     with st.sidebar:
         bound(st.selectbox, "Run (newest first)", "run", on_change=_run_changed, options=list(by_name),
               format_func=lambda name: run_label(by_name[name]), help=f"Run folders under {loaders.runs_dir()}")
-        try:
-            run = loaders.load_run(by_name[ss.run])
-        except store.ArtifactError as exc:
+        if ss.get(_RUN) is None:
             st.error(f"Run {ss.run} cannot be opened.", icon=":material/error:")
-            for problem in ss.pop("url_problems", []):
-                st.warning(problem)
-            ss.broken_run_message = loaders.public_message(exc, by_name[ss.run])
-            return None
-        fit_to_run(run)
-        bound(st.radio, "Measure on split", "split", options=list(SPLITS), horizontal=True,
-              format_func=SPLIT_LABELS.get, help="Metrics, curves, tables and the error gallery use this split.")
-        threshold_controls()
+        else:
+            bound(st.radio, "Measure on split", "split", options=list(SPLITS), horizontal=True,
+                  format_func=SPLIT_LABELS.get, help="Metrics, curves, tables and the error gallery use this split.")
+            threshold_controls()
         for problem in ss.pop("url_problems", []):
             st.warning(problem)
-    return run
 
 
 def threshold_controls() -> None:

@@ -80,12 +80,13 @@ def reviews_problem(reviews: RunReviews) -> None:
 
 
 def patient_picker(run: store.Run) -> str:
-    """Previous / patient selectbox / next; returns the current patient (the first test patient by default)."""
+    """Previous / patient selectbox / next; returns the current patient.
+
+    Draws the patient state.resolve_view chose (the first test patient by default); changes only in callbacks.
+    """
     ss = st.session_state
     patients = loaders.patients(run)
     ids = patients["patient_id"].tolist()
-    if ss.patient not in ids:
-        ss.patient, ss.patch = ids[0], None
     label = {r.patient_id: f"{r.patient_id} · {r.split} · {r.patches:,} patches" for r in patients.itertuples()}
     i = ids.index(ss.patient)
     prev_col, pick_col, next_col = st.columns([1, 6, 1], vertical_alignment="bottom")

@@ -25,11 +25,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from app import overlays, selection, slides  # noqa: E402
-from pipeline import evaluate, metrics, store  # noqa: E402
+from app import overlays, selection, slides
+from bench.common import ROOT
+from pipeline import evaluate, metrics, store
 
 N_PATIENTS, N_PATCHES, MAX_SLIDE = 279, 277_524, 2_400
 TARGETS_MS = {"metrics at a new threshold": 50, "per-patient table": 10, "rebuild one slide": 100}

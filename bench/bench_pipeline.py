@@ -1,10 +1,11 @@
 """Pipeline speed on the real sample: ingest, training and scoring throughput, peak memory, store size.
 
-Run: .venv/bin/python bench/bench_pipeline.py [--data ../shared/data/idc_sample]
+Run: .venv/bin/python -m bench.bench_pipeline [--data ../shared/data/idc_sample]
 Prints each figure next to its target (issue: ingest >= 8,000 patches/s warm, scoring >= 2,000
 patches/s for the default model, full dataset's store <= 2.5 GB) and, for scoring, the ratio
 against a plain `model.predict` on float32 arrays measured in the same run; the neighbourhood
-context stage at full-dataset scale, against the scoring time of the same patches.
+context stage at full-dataset scale, against the scoring time of the same patches. Training and
+scoring use the pipeline's own code and settings (model.fit, model.predict, TrainConfig's defaults).
 """
 from __future__ import annotations
 
@@ -16,15 +17,14 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from pipeline import ingest, store  # noqa: E402
+from bench.common import SAMPLE_DATA, skip_without
+from model.config import TrainConfig
+from pipeline import ingest, store
+from pipeline.names import PATCH_SIZE
 
 FULL_DATASET_PATCHES = 277_524
-DEFAULT_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "idc_sample"
 
 
 def bench_ingest(data: Path, tmp: Path) -> tuple[Path, float]:
@@ -48,29 +48,28 @@ def bench_store_size(run: Path) -> None:
 
 
 def bench_training(run: Path, epochs: int = 2) -> None:
-    import keras
-
-    from model.architectures import build_model
-    from pipeline.train import make_dataset
+    from model.fit import build_for_training, class_weights, make_dataset
 
     patches = np.asarray(store.read_patches(run))
     labels = store.read_manifest(run)["label"].to_numpy()
-    model, _ = build_model("separable")
-    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
-    ds = make_dataset(patches, labels, 128, training=True)
-    model.fit(ds.take(5), verbose=0)  # trace and warm up
+    config = TrainConfig(epochs=epochs)  # the pipeline's defaults: model, batch, optimizer, augmentation
+    model, _ = build_for_training(config, len(labels), patch_size=PATCH_SIZE)
+    ds = make_dataset(patches, labels, config.batch_size, True, config.seed, config.stain_sigma)
+    weights = class_weights(labels)
+    model.fit(ds.take(5), class_weight=weights, verbose=0, shuffle=False)  # trace and warm up
     t0 = time.perf_counter()
-    model.fit(ds, epochs=epochs, verbose=0)
+    model.fit(ds, epochs=epochs, class_weight=weights, verbose=0, shuffle=False)
     dt = time.perf_counter() - t0
-    print(f"training (default model, batch 128, augmentation on): {epochs * len(labels) / dt:,.0f} patches/s")
+    print(f"training (default model, batch {config.batch_size}, augmentation on): "
+          f"{epochs * len(labels) / dt:,.0f} patches/s")
 
 
 def bench_scoring(run: Path, repeats: int = 3) -> None:
     from model.architectures import build_model
-    from pipeline.score import predict_probabilities
+    from model.predict import predict_probabilities
 
     patches = store.read_patches(run)
-    model, _ = build_model("separable")
+    model, _ = build_model(TrainConfig.arch, patch_size=PATCH_SIZE)
     n = len(patches)
     predict_probabilities(model, patches[:2048])  # trace
     t0 = time.perf_counter()
@@ -117,10 +116,9 @@ def bench_context(scoring_rate: float, n_patients: int = 279) -> None:
 
 def main() -> int:
     p = argparse.ArgumentParser()
-    p.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    p.add_argument("--data", type=Path, default=SAMPLE_DATA)
     args = p.parse_args()
-    if not args.data.is_dir():
-        print(f"skipped: real patches not found at {args.data} (../shared/data/idc_sample beside the project)")
+    if skip_without(args.data):
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         run, _ = bench_ingest(args.data, Path(tmp))

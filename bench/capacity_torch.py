@@ -4,20 +4,30 @@ Optional, outside the project's requirements: needs PyTorch (+ torchvision for r
 meant for a GPU (a lent device machine); the project itself never needs either. It is a PyTorch
 port of the default separable CNN (model/architectures.py) plus wider/deeper variants and a
 ResNet-18, trained on the same patient splits (pipeline.split), with the same augmentation (dihedral
-+ HED jitter, as model/augment.py), class weights, cosine learning rate and early stopping on
-validation PR-AUC; calibration, neighbourhood context, threshold and metrics are the project's
-own (pipeline.score, pipeline.context, pipeline.metrics), so its figures compare with
-bench/report_real.py's. The `base` config reproduces the Keras default (width 32) as a check of the port.
++ HED jitter, as model/augment.py, with its matrices from model/stain.py), class weights
+(model.fit.class_weights), cosine learning rate and early stopping on validation PR-AUC;
+calibration, neighbourhood context, threshold and metrics are the project's own (pipeline.score,
+pipeline.context, pipeline.metrics), so its figures compare with bench/report_real.py's. The `base`
+config reproduces the Keras default (width 32) as a check of the port.
+
+Run it as a module from the project root, here and on the GPU machine alike: ``python -m`` puts the
+project root on the import path, so it needs no installed project there, only NumPy, pandas, SciPy,
+tqdm and PyTorch (none of TensorFlow: model.stain, model.fit's class weights and pipeline.score's
+calibration import none).
 
     # here, with the project's venv: pack a run's (or ingest's) patches into one compressed file
-    .venv/bin/python bench/capacity_torch.py --pack runs/real-sample-s0 .gpu/sample.npz
-    # there (PyTorch): one config over three splits, a JSON line per split, then the mean
-    python3 bench/capacity_torch.py CONFIG --npz .gpu/sample.npz [--seeds 0 1 2] [--out DIR]
+    .venv/bin/python -m bench.capacity_torch --pack runs/real-s0 .gpu/sample.npz
+    # there (PyTorch), from a copy of the project root: one config over three splits, a JSON line
+    # per split, then the mean
+    python3 -m bench.capacity_torch CONFIG --npz .gpu/sample.npz [--seeds 0 1 2] [--out DIR]
 """
 import argparse, json, math, os, sys, time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np
+
+from model import stain
+from model.config import DEFAULT_WIDTH, TrainConfig
+from model.fit import class_weights
 
 p = argparse.ArgumentParser()
 p.add_argument("config", nargs="?")
@@ -44,7 +54,7 @@ import torch.nn.functional as F  # noqa: E402
 from pipeline import context, metrics, score, split  # noqa: E402
 
 CONFIGS = {
-    "base": dict(model="sep", width=32, epochs=30, patience=8),
+    "base": dict(model="sep", width=DEFAULT_WIDTH, epochs=TrainConfig.epochs, patience=TrainConfig.patience),
     "sep_long": dict(model="sep", width=32, epochs=90, patience=25),
     "sep_w64_long": dict(model="sep", width=64, epochs=90, patience=25),
     "sep_w96_deep": dict(model="sep", width=96, deep=True, epochs=90, patience=25),
@@ -59,7 +69,9 @@ CONFIGS = {
     "sep_w64_30": dict(model="sep", width=64, epochs=30, patience=8),
     "sep_nocw": dict(model="sep", width=32, epochs=30, patience=8, class_weights=False),
 }
-cfg = dict(lr=2e-3, batch=128, stain=0.05, mixup=0.0, soft=0.0, deep=False, class_weights=True)
+# The pipeline's training defaults (model.config.TrainConfig); each config above changes some of them.
+cfg = dict(lr=TrainConfig.learning_rate, batch=TrainConfig.batch_size, stain=TrainConfig.stain_sigma, mixup=0.0,
+           soft=0.0, deep=False, class_weights=True)
 if a.config not in CONFIGS:
     p.error(f"config must be one of {', '.join(CONFIGS)}")
 cfg.update(CONFIGS[a.config])
@@ -71,11 +83,9 @@ P = torch.from_numpy(d["patches"]).to(dev)  # (N, 50, 50, 3) uint8
 Y = d["label"].astype(np.int64)
 pids, xs, ys = d["pid"], d["x"], d["y"]
 
-RGB_FROM_HED = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]])
-RGB_FROM_HED[2] = np.cross(RGB_FROM_HED[0], RGB_FROM_HED[1])
-HED_FROM_RGB = torch.tensor(np.linalg.inv(RGB_FROM_HED), dtype=torch.float32, device=dev)
-RGB_FROM_HED_T = torch.tensor(RGB_FROM_HED, dtype=torch.float32, device=dev)
-LOG_ADJ = math.log(1e-6)
+HED_FROM_RGB = torch.tensor(stain.HED_FROM_RGB, dtype=torch.float32, device=dev)
+RGB_FROM_HED_T = torch.tensor(stain.RGB_FROM_HED, dtype=torch.float32, device=dev)
+LOG_ADJ = stain.LOG_ADJUST
 
 
 def dihedral_all(x):  # x (B, C, H, W) -> (8, B, C, H, W)
@@ -171,8 +181,8 @@ for seed in a.seeds:
     if cfg["soft"] > 0:
         target = (1 - cfg["soft"]) * target + cfg["soft"] * context.neighbour_context(pids[tr], xs[tr], ys[tr], target, 100.0)
     if cfg["class_weights"]:
-        n, pos = len(tr), Y[tr].sum()
-        w = np.where(Y[tr] == 1, n / (2.0 * pos), n / (2.0 * (n - pos)))
+        cw = class_weights(Y[tr])
+        w = np.where(Y[tr] == 1, cw[1], cw[0])
     else:
         w = np.ones(len(tr))
     tr_t = torch.from_numpy(tr).to(dev)

@@ -1,8 +1,8 @@
 """What the bench and report scripts share: where the real data is, their common options, run naming.
 
-Run the scripts as modules from the project root (``.venv/bin/python -m bench.report_real``) or as
-files (``.venv/bin/python bench/report_real.py``): the project is installed in the venv (``make
-setup``), so neither needs a sys.path edit. Training settings come from model.config.TrainConfig,
+Run the scripts as modules from the project root (``.venv/bin/python -m bench.report_real``): the
+app, pipeline and model packages are installed in the venv (``make setup``) and bench/ is found
+from the root, so no script edits sys.path. Training settings come from model.config.TrainConfig,
 the same dataclass the pipeline's command line is built from, so a report trains exactly what
 ``python -m pipeline run`` with the same options would.
 """

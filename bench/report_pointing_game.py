@@ -1,11 +1,11 @@
 """Does Grad-CAM point at the IDC? The pointing game on a synthetic run, whose true regions are known.
 
-Run: .venv/bin/python bench/report_pointing_game.py [--run runs/synthetic-demo] [--split test] [--max 300]
+Run: .venv/bin/python -m bench.report_pointing_game [--run runs/synthetic-demo] [--split test] [--max 300]
 
 Takes IDC-positive patches that hold both IDC and non-IDC tissue (true region covering 10-90% of the
 patch), computes each CAM method the app offers for the IDC score, and counts a hit when the map's
-peak pixel lies inside the true region. Chance is the mean share of the patch the region covers: a
-method that explains nothing hits about that often.
+peak pixel lies inside the true region (model.explain.pointing_game). Chance is the mean share of the
+patch the region covers: a method that explains nothing hits about that often.
 """
 from __future__ import annotations
 
@@ -15,20 +15,18 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
+from pipeline import store
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import numpy as np  # noqa: E402
-
-from pipeline import store  # noqa: E402
+CAM_BATCH = 64  # patches per Explainer.cam call
 
 
 def mixed_positive_patches(run: store.Run, split: str, max_patches: int, seed: int = 0):
     """Rows of positive patches whose true region covers 10-90% of the patch, and their masks."""
-    from app.explain import patch_region_masks
-
     rows = run.table[(run.table["label"] == 1) & ((run.table["split"] == split) | (split == "all"))]
-    masks, known = patch_region_masks(run.path, rows)
+    masks, known = store.patch_region_masks(run.path, rows)
     share = masks.mean(axis=(1, 2))
     keep = known & (share > 0.1) & (share < 0.9)
     idx = np.flatnonzero(keep)
@@ -37,16 +35,16 @@ def mixed_positive_patches(run: store.Run, split: str, max_patches: int, seed: i
     return rows.index.to_numpy()[idx], masks[idx]
 
 
-def main() -> int:
+def main(argv=None) -> int:
     import keras
 
-    from app.explain import METHODS, Explainer, pointing_game
+    from model.explain import METHODS, Explainer, pointing_game
 
-    p = argparse.ArgumentParser()
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run", type=Path, default=Path("runs/synthetic-demo"))
     p.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
     p.add_argument("--max", type=int, default=300)
-    args = p.parse_args()
+    args = p.parse_args(argv)
     run = store.load_run(args.run)
     if not run.synthetic:
         print(f"{args.run} is not a synthetic run: the true IDC regions are only known for synthetic cohorts")
@@ -61,7 +59,8 @@ def main() -> int:
           f"with both IDC and non-IDC tissue, from {run.table.loc[rows, 'patient_id'].nunique()} patients")
     for method in METHODS:
         t0 = time.perf_counter()
-        cams = np.concatenate([explainer.cam(patches[s:s + 64], method, target=1) for s in range(0, len(rows), 64)])
+        cams = np.concatenate([explainer.cam(patches[s:s + CAM_BATCH], method, target=1)
+                               for s in range(0, len(rows), CAM_BATCH)])
         result = pointing_game(cams, masks)
         print(f"  {method:<11} hit rate {result['hit_rate']:.1%} vs chance {result['chance']:.1%} "
               f"({int(np.sum(result['hits']))}/{result['n']}; {1000 * (time.perf_counter() - t0) / len(rows):.0f} ms/patch)")

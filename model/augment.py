@@ -2,21 +2,20 @@
 
 Tissue has no canonical orientation, so the 8 flips/rotations (the dihedral group) are free
 augmentation; stain varies between labs and slides, so colour is jittered in HED stain space
-(haematoxylin, eosin, DAB; Ruifrok & Johnston's matrix, as scikit-image's rgb2hed) plus mild
+(haematoxylin, eosin, DAB; Ruifrok & Johnston's matrix, as scikit-image's rgb2hed: model/stain.py) plus mild
 brightness. Nothing that changes morphology (no scaling, no elastic warps).
 """
 from __future__ import annotations
 
-import numpy as np
 import tensorflow as tf
 
-# scikit-image's rgb_from_hed and its inverse (skimage.color.colorconv), float32
-_RGB_FROM_HED = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]], dtype=np.float64)
-_RGB_FROM_HED[2, :] = np.cross(_RGB_FROM_HED[0, :], _RGB_FROM_HED[1, :])
-_HED_FROM_RGB = np.linalg.inv(_RGB_FROM_HED)
-RGB_FROM_HED = tf.constant(_RGB_FROM_HED, tf.float32)
-HED_FROM_RGB = tf.constant(_HED_FROM_RGB, tf.float32)
-_LOG_ADJUST = float(np.log(1e-6))
+from model import stain
+from model.config import TrainConfig
+
+# The HED matrices (model/stain.py, NumPy float64) as float32 graph constants.
+RGB_FROM_HED = tf.constant(stain.RGB_FROM_HED, tf.float32)
+HED_FROM_RGB = tf.constant(stain.HED_FROM_RGB, tf.float32)
+_LOG_ADJUST = stain.LOG_ADJUST
 
 
 def dihedral(x: tf.Tensor, k: tf.Tensor, flip: tf.Tensor) -> tf.Tensor:
@@ -34,7 +33,8 @@ def hed_jitter(rgb01: tf.Tensor, alpha: tf.Tensor, beta: tf.Tensor) -> tf.Tensor
     return tf.clip_by_value(tf.exp(log_rgb), 0.0, 1.0)
 
 
-def augment_batch(x_uint8: tf.Tensor, seed_pair: tf.Tensor, stain_sigma: float = 0.05) -> tf.Tensor:
+def augment_batch(x_uint8: tf.Tensor, seed_pair: tf.Tensor,
+                  stain_sigma: float = TrainConfig.stain_sigma) -> tf.Tensor:
     """A batch of uint8 patches -> augmented float32 patches in 0..255 (the models' input range)."""
     b = tf.shape(x_uint8)[0]
     seeds = tf.random.experimental.stateless_split(seed_pair, 5)

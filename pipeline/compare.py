@@ -6,6 +6,7 @@ comparison.md in OUT.
 """
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import time
@@ -14,10 +15,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from model.config import ARCHITECTURES, TrainConfig
 from pipeline import store
+from pipeline.errors import positive_number
 from pipeline.run import run_pipeline
-
-DEFAULT_ARCHS = ("separable", "plain", "efficientnetb0", "vgg16", "resnet50", "xception")
+from pipeline.store import TEST
 
 
 def share_ingest(first: Path, other: Path) -> None:
@@ -38,7 +40,7 @@ def share_ingest(first: Path, other: Path) -> None:
 def _scoring_rate(run_dir: Path, n: int = 4096) -> float:
     import keras
 
-    from pipeline.score import predict_probabilities
+    from model.predict import predict_probabilities
 
     model = keras.models.load_model(run_dir / store.MODEL)
     patches = store.read_patches(run_dir)[:n]
@@ -48,9 +50,9 @@ def _scoring_rate(run_dir: Path, n: int = 4096) -> float:
     return len(patches) / (time.perf_counter() - t0)
 
 
-def compare(data: Path | str, out: Path | str, archs=DEFAULT_ARCHS, minutes: float = 5.0, epochs: int = 30,
-            seed: int = 0) -> pd.DataFrame:
-    """Train every architecture for at most ``minutes`` (and ``epochs``) and tabulate test metrics."""
+def compare(data: Path | str, out: Path | str, config: TrainConfig = TrainConfig(), *, archs=ARCHITECTURES,
+            minutes: float = 5.0) -> pd.DataFrame:
+    """Train every architecture with ``config``'s settings for at most ``minutes`` and tabulate test metrics."""
     out = Path(out)
     rows = []
     first = None
@@ -59,15 +61,15 @@ def compare(data: Path | str, out: Path | str, archs=DEFAULT_ARCHS, minutes: flo
         if first is not None:
             share_ingest(first, run_dir)
         print(f"\n== {arch}: up to {minutes:g} min of training", flush=True)
-        report = run_pipeline(data, run_dir, arch=arch, epochs=epochs, seed=seed, time_budget_s=minutes * 60)
+        report = run_pipeline(data, run_dir, config.replace(arch=arch, time_budget_s=minutes * 60))
         first = first or run_dir
         meta = store.read_meta(run_dir)
-        test = report["splits"]["test"]
+        test = report["splits"][TEST]
         at = test["at"].get("f1_optimal", test["at"]["default"])
         rows.append({
             "architecture": arch, "test_patients": test["n_patients"], "test_patches": test["n_patches"],
             "f1": at["f1"], "balanced_accuracy": at["balanced_accuracy"], "roc_auc": test["roc_auc"],
-            "pr_auc": test["pr_auc"], "roc_auc_patch_only": test.get("roc_auc_patch_only", test["roc_auc"]),
+            "pr_auc": test["pr_auc"], "roc_auc_patch": test.get("roc_auc_patch", test["roc_auc"]),
             "params": meta["train"]["params"], "epochs": meta["train"]["epochs_run"],
             "train_patches_per_s": meta["train"]["train_patches_per_s"],
             "score_patches_per_s": round(_scoring_rate(run_dir), 1),
@@ -83,14 +85,32 @@ def compare(data: Path | str, out: Path | str, archs=DEFAULT_ARCHS, minutes: flo
 def to_markdown(table: pd.DataFrame, minutes: float) -> str:
     head = (f"Test split ({table['test_patients'].iloc[0]} patients, {table['test_patches'].iloc[0]:,} patches), "
             f"F1 and balanced accuracy at the validation-chosen F1-optimal threshold (scores with neighbourhood "
-            f"context; roc_auc_patch_only is the CNN alone); "
+            f"context; roc_auc_patch is the patch alone, the CNN without its neighbours); "
             f"each model trained for at most {minutes:g} min on 2 CPU cores.\n\n")
-    cols = ["architecture", "f1", "balanced_accuracy", "roc_auc", "pr_auc", "roc_auc_patch_only", "params", "epochs",
+    cols = ["architecture", "f1", "balanced_accuracy", "roc_auc", "pr_auc", "roc_auc_patch", "params", "epochs",
             "train_patches_per_s", "score_patches_per_s"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in table[cols].itertuples(index=False):
-        cells = [f"{v:.3f}" if isinstance(v, (float, np.floating)) and c in ("f1", "balanced_accuracy", "roc_auc", "pr_auc", "roc_auc_patch_only")
+        cells = [f"{v:.3f}" if isinstance(v, (float, np.floating)) and c in ("f1", "balanced_accuracy", "roc_auc", "pr_auc", "roc_auc_patch")
                  else (f"{v:,.0f}" if isinstance(v, (int, float, np.integer, np.floating)) else str(v))
                  for c, v in zip(cols, r)]
         lines.append("| " + " | ".join(cells) + " |")
     return head + "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- the `compare` command
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `compare` command's options: the architectures, the time budget and the other TrainConfig settings."""
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--out", type=Path, default=Path("runs/compare"))
+    parser.add_argument("--archs", nargs="+", choices=ARCHITECTURES, default=list(ARCHITECTURES))
+    parser.add_argument("--minutes", type=positive_number, default=5.0, help="training time budget per architecture")
+    TrainConfig.add_cli_options(parser, exclude=("arch",))
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """`python -m pipeline compare`: train each architecture, print and write the table."""
+    table = compare(args.data, args.out, TrainConfig.from_cli(args), archs=args.archs, minutes=args.minutes)
+    print("\n" + to_markdown(table, args.minutes))
+    print(f"written: {args.out / 'comparison.csv'} and comparison.md")
+    return 0

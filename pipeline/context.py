@@ -17,9 +17,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from pipeline.logistic import fit_logistic, sigmoid
+
 SIGMAS_PX = (100.0, 200.0, 400.0, 800.0)  # Gaussian widths tried on validation (a patch is 50 px)
 VERSION = 2  # of the context's definition; part of the score stage's fingerprint, so a change re-scores
 ROW_CHUNK = 2048  # rows of the distance matrix at a time: bounded memory on patients with thousands of patches
+L2 = 1e-3  # the (own, context) weights' penalty in the validation fit
 
 
 def neighbour_context(patient_ids, x, y, logits, sigma_px: float) -> np.ndarray:
@@ -55,21 +58,6 @@ def _features(patient_ids, x, y, logits, sigma_px: float) -> np.ndarray:
     return np.stack([z, neighbour_context(patient_ids, x, y, z, sigma_px)], axis=1)
 
 
-def _fit_logistic(features: np.ndarray, labels: np.ndarray, l2: float = 1e-3) -> tuple[np.ndarray, float, float]:
-    """(weights, bias, mean log-loss) of a lightly L2-regularised logistic regression."""
-    from scipy.optimize import minimize
-
-    yv = np.asarray(labels, np.float64)
-
-    def loss(params):
-        s = features @ params[:-1] + params[-1]
-        return float(np.mean(np.logaddexp(0.0, s) - yv * s) + l2 * np.sum(params[:-1] ** 2))
-
-    res = minimize(loss, x0=np.r_[1.0, np.zeros(features.shape[1])], method="L-BFGS-B")
-    s = features @ res.x[:-1] + res.x[-1]
-    return res.x[:-1], float(res.x[-1]), float(np.mean(np.logaddexp(0.0, s) - yv * s))
-
-
 def fit_context(patient_ids, x, y, logits, labels, sigmas=SIGMAS_PX) -> dict | None:
     """Choose the Gaussian width and the (own, context) weights on validation by log-loss.
 
@@ -81,10 +69,12 @@ def fit_context(patient_ids, x, y, logits, labels, sigmas=SIGMAS_PX) -> dict | N
         return None
     best = None
     for sigma in sigmas:
-        w, b, nll = _fit_logistic(_features(patient_ids, x, y, logits, sigma), labels)
+        # Start from the patch alone (w_patch 1, w_context 0), lightly L2-regularised.
+        (w_patch, w_context, bias), nll, _ = fit_logistic(_features(patient_ids, x, y, logits, sigma), labels,
+                                                          x0=(1.0, 0.0, 0.0), l2=L2)
         if best is None or nll < best["val_log_loss"]:
-            best = {"version": VERSION, "sigma_px": float(sigma), "w_patch": float(w[0]), "w_context": float(w[1]),
-                    "bias": float(b), "val_log_loss": nll}
+            best = {"version": VERSION, "sigma_px": float(sigma), "w_patch": float(w_patch),
+                    "w_context": float(w_context), "bias": float(bias), "val_log_loss": nll}
     return best
 
 
@@ -104,4 +94,4 @@ def apply_context(params: dict, patient_ids, x, y, logits) -> np.ndarray:
     check_params(params)
     ctx = neighbour_context(patient_ids, x, y, logits, params["sigma_px"])
     s = params["w_patch"] * np.asarray(logits, np.float64) + params["w_context"] * ctx + params["bias"]
-    return (1.0 / (1.0 + np.exp(-s))).astype(np.float32)
+    return sigmoid(s).astype(np.float32)

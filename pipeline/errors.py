@@ -1,9 +1,14 @@
-"""The pipeline's own error for input that cannot be used as given.
+"""The pipeline's own error for input that cannot be used as given, and the checks of its options.
 
-The command line turns these (and store.ArtifactError, names.BadPatchName, FileNotFoundError)
-into one ``error: ...`` line and exit code 2; any other exception is a bug and keeps its traceback.
+The command line turns these (and store.ArtifactError, names.BadPatchName, FileNotFoundError,
+model.config.ConfigError) into one ``error: ...`` line and exit code 2; any other exception is a
+bug and keeps its traceback. Training settings are checked by model.config.TrainConfig; the checks
+here are for the other options (--workers, --patients, --minutes, ...).
 """
 from __future__ import annotations
+
+import argparse
+import math
 
 
 class UsageError(ValueError):
@@ -25,4 +30,31 @@ def check_int(name: str, value, minimum: int) -> int:
         value = int(as_float)
     if value < minimum:
         raise UsageError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def whole_number(minimum: int):
+    """An argparse ``type`` for whole numbers >= ``minimum``: bad values stop before any work is done."""
+
+    def parse(text: str) -> int:
+        try:
+            return check_int("the value", text, minimum)
+        except UsageError:
+            raise argparse.ArgumentTypeError(f"must be a whole number of at least {minimum}, got {text!r}") from None
+
+    parse.__name__ = f"whole number >= {minimum}"
+    return parse
+
+
+positive_int, non_negative_int = whole_number(1), whole_number(0)
+
+
+def positive_number(text: str) -> float:
+    """An argparse ``type`` for a finite number above 0 (a time budget)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text!r}")
     return value

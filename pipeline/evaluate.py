@@ -5,10 +5,13 @@ number without its denominator cannot be judged.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
-from pipeline import metrics
+from pipeline import metrics, store
+from pipeline.store import TEST, TRAIN, VAL
 
 PRESET_LABELS = {
     "default": "0.5 (default)",
@@ -57,12 +60,12 @@ def undefined_metrics(counts: dict, split: str) -> tuple[dict[str, str], list[st
         why = f"all {n:,} patches are IDC-negative"
         names = {"roc_auc": "ROC-AUC", "pr_auc": "PR-AUC", "sensitivity": "sensitivity",
                  "balanced_accuracy": "balanced accuracy"}
-        also = {"roc_auc_patch_only": why, "pr_auc_patch_only": why}
+        also = {"roc_auc_patch": why, "pr_auc_patch": why}
         convention = "F1, precision and MCC are 0 by convention there"
     else:
         why = f"all {n:,} patches are IDC-positive"
         names = {"roc_auc": "ROC-AUC", "specificity": "specificity", "balanced_accuracy": "balanced accuracy"}
-        also = {"roc_auc_patch_only": why}
+        also = {"roc_auc_patch": why}
         convention = "MCC is 0 by convention there"
     shown = list(names.values())
     warning = (f"{', '.join(shown[:-1])} and {shown[-1]} are undefined on split {split}: {why} "
@@ -77,8 +80,8 @@ def evaluate_split(rows: pd.DataFrame, thresholds: dict[str, float], split: str 
     out["roc_auc"] = metrics.roc_auc(y, p) if len(y) else float("nan")
     out["pr_auc"] = metrics.average_precision(y, p) if len(y) else float("nan")
     if "prob_patch" in rows and len(y):  # what the neighbourhood context adds to the patch alone
-        out["roc_auc_patch_only"] = metrics.roc_auc(y, rows["prob_patch"].to_numpy())
-        out["pr_auc_patch_only"] = metrics.average_precision(y, rows["prob_patch"].to_numpy())
+        out["roc_auc_patch"] = metrics.roc_auc(y, rows["prob_patch"].to_numpy())
+        out["pr_auc_patch"] = metrics.average_precision(y, rows["prob_patch"].to_numpy())
     out["at"] = {name: metrics.metrics_at(y, p, t) for name, t in thresholds.items()}
     if "prob_uncalibrated" in rows:
         out["ece_uncalibrated"] = metrics.expected_calibration_error(y, rows["prob_uncalibrated"].to_numpy())
@@ -87,7 +90,7 @@ def evaluate_split(rows: pd.DataFrame, thresholds: dict[str, float], split: str 
     return out
 
 
-def mean_colour_baseline(table: pd.DataFrame, mean_rgb: np.ndarray, split: str = "test") -> float:
+def mean_colour_baseline(table: pd.DataFrame, mean_rgb: np.ndarray, split: str = TEST) -> float:
     """ROC-AUC on ``split`` of a logistic regression on each patch's mean RGB, fitted on 'train'.
 
     A sanity check for shortcut learning: if colour alone scores close to the CNN, the model may be
@@ -96,7 +99,7 @@ def mean_colour_baseline(table: pd.DataFrame, mean_rgb: np.ndarray, split: str =
     """
     from sklearn.linear_model import LogisticRegression
 
-    train = (table["split"] == "train").to_numpy()
+    train = (table["split"] == TRAIN).to_numpy()
     held_out = (table["split"] == split).to_numpy()
     y = table["label"].to_numpy()
     if not held_out.any() or len(np.unique(y[train])) < 2:
@@ -112,28 +115,28 @@ def evaluate(table: pd.DataFrame, thresholds: dict[str, float] | None = None,
     ``context`` is the run's neighbourhood-context parameters (None when scores are the patch alone).
     """
     if thresholds is None:
-        val = split_rows(table, "val")
+        val = split_rows(table, VAL)
         thresholds = metrics.threshold_presets(val["label"].to_numpy(), val["prob"].to_numpy())
-        chosen_on = {"split": "val", **describe(val)}
+        chosen_on = {"split": VAL, **describe(val)}
     else:
         chosen_on = {"split": "carried over from the training run"}
     report = {"thresholds": thresholds, "thresholds_chosen_on": chosen_on, "context": context, "splits": {},
               "warnings": []}
-    if set(thresholds) == {"default"} and chosen_on["split"] == "val":
+    if set(thresholds) == {"default"} and chosen_on["split"] == VAL:
         n, pos = chosen_on["n_patches"], chosen_on["n_positive"]
         what = "no patches" if n == 0 else f"a single class (all {n:,} patches are IDC-{'positive' if pos else 'negative'})"
         report["warnings"].append("only the 0.5 threshold preset: F1-optimal, Youden's J and 95% sensitivity are "
-                                  f"chosen on the val split, which has {what}")
-    for split in ("test", "val", "train", "all"):
+                                  f"chosen on the {VAL} split, which has {what}")
+    for split in (TEST, VAL, TRAIN, "all"):
         rows = split_rows(table, split)
         if len(rows):
             report["splits"][split] = evaluate_split(rows, thresholds, split)
             report["warnings"] += report["splits"][split]["warnings"]
-    if mean_rgb is not None and "test" in report["splits"]:
+    if mean_rgb is not None and TEST in report["splits"]:
         baseline = mean_colour_baseline(table, mean_rgb)
-        report["splits"]["test"]["mean_colour_baseline_roc_auc"] = baseline
+        report["splits"][TEST]["mean_colour_baseline_roc_auc"] = baseline
         if np.isnan(baseline):
-            report["splits"]["test"]["undefined"]["mean_colour_baseline_roc_auc"] = \
+            report["splits"][TEST]["undefined"]["mean_colour_baseline_roc_auc"] = \
                 "needs both classes on the train and on the test split"
     primary = thresholds.get("f1_optimal", 0.5)
     report["per_patient"] = {"threshold": primary,
@@ -147,7 +150,7 @@ def _num(value, width: int = 0) -> str:
     return f"{text:>{width}}"
 
 
-def format_report(report: dict, split: str = "test") -> str:
+def format_report(report: dict, split: str = TEST) -> str:
     """A readable summary of one split (test by default) for the command line.
 
     Undefined metrics print as n/a, and every warning of the report (a split with one class,
@@ -162,8 +165,8 @@ def format_report(report: dict, split: str = "test") -> str:
         *(f"  WARNING: {w}" for w in report.get("warnings", s.get("warnings", []))),
         f"  ROC-AUC {_num(s['roc_auc'])}   PR-AUC {_num(s['pr_auc'])}   "
         f"ECE {_num(s.get('ece_uncalibrated'))} -> {_num(s['ece'])} after calibration",
-        *([f"  the patch alone, without neighbourhood context: ROC-AUC {_num(s['roc_auc_patch_only'])}   "
-           f"PR-AUC {_num(s['pr_auc_patch_only'])}"] if report.get("context") else []),
+        *([f"  the patch alone, without neighbourhood context: ROC-AUC {_num(s.get('roc_auc_patch'))}   "
+           f"PR-AUC {_num(s.get('pr_auc_patch'))}"] if report.get("context") else []),
         *([f"  baseline: logistic regression on mean patch colour, ROC-AUC {_num(s['mean_colour_baseline_roc_auc'])} "
            "(fitted on train; far below the CNN means the label is not a colour cue)"]
           if "mean_colour_baseline_roc_auc" in s else []),
@@ -179,3 +182,22 @@ def format_report(report: dict, split: str = "test") -> str:
             + f"   {m['tp']}/{m['fp']}/{m['fn']}/{m['tn']}"
         )
     return "\n".join(lines)
+
+
+def stage_evaluate(run_dir: Path, upstream_fp: str, thresholds: dict | None = None) -> dict:
+    """The evaluate stage of a run folder: evaluation.json from its scores, skipped when unchanged.
+
+    Presets are chosen on validation unless ``thresholds`` are given (`pipeline score` carries the
+    trained run's over). Returns the report (the one on disk when the stage is skipped).
+    """
+    fp = store.fingerprint(upstream_fp, thresholds)
+    if store.stage_done(run_dir, "evaluate", fp, store.EVALUATION):
+        return store.read_evaluation(run_dir)
+    run = store.load_run(run_dir)
+    mean_rgb = np.concatenate([np.asarray(run.patches[s:s + 65536], np.float32).mean(axis=(1, 2))
+                               for s in range(0, len(run.patches), 65536)])
+    report = evaluate(run.table, thresholds, mean_rgb=mean_rgb, context=run.meta.get("context"))
+    report["synthetic"] = run.synthetic
+    store.write_json(run_dir / store.EVALUATION, report)
+    store.mark_stage(run_dir, "evaluate", fp)
+    return report

@@ -33,11 +33,9 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from pipeline import store
-from pipeline.names import (EXPECTED_NAME, PATCH_SIZE, BadPatchName, check_patch_location, is_patient_id,
-                            parse_patch_name)
-from pipeline.synth import MASK_DIR, SYNTHETIC_MARKER
+from pipeline.names import (ARCHIVE_SUBDIR, EXPECTED_NAME, MASK_DIR, PATCH_SIZE, SYNTHETIC_MARKER, BadPatchName,
+                            check_patch_location, is_patient_id, parse_patch_name)
 
-ARCHIVE_SUBDIR = "IDC_regular_ps50_idx5"
 CHUNK = 1024  # files per decoding task; also the unit of resume
 PROGRESS = ".ingest_progress.json"
 PROGRESS_FORMAT = 2  # per-file status (ok, width, height, reason, copy status); older records are not resumed

@@ -1,8 +1,11 @@
-"""Strict parsing of the dataset's patch file names.
+"""The dataset's on-disk format: the folder layout's names and strict parsing of patch file names.
 
 The public dataset names every patch ``<pid>_idx5_x<X>_y<Y>_class<C>.png`` inside ``<pid>/<C>/``.
 Anything else (a stray file, a renamed patch, a folder label that disagrees with the name) is
-rejected with a reason, so ingest can list it instead of guessing.
+rejected with a reason, so ingest can list it instead of guessing. The names of the other root
+entries a dataset folder can hold (the archive's second copy, a synthetic cohort's marker and
+region masks) are defined here too, for ingest, which reads such folders, and pipeline.synth,
+which writes them.
 
 Numbers are ASCII digits only: a regex digit class, ``str.isdigit()`` and ``int()`` also accept
 full-width and other Unicode digits (a full-width "x9601" reads as x=9601, and ``str.isdigit()``
@@ -18,6 +21,9 @@ from dataclasses import dataclass
 PATCH_NAME = re.compile(r"(?P<pid>[0-9]+)_idx5_x(?P<x>[0-9]+)_y(?P<y>[0-9]+)_class(?P<label>[01])\.png")
 EXPECTED_NAME = "<pid>_idx5_x<X>_y<Y>_class<0|1>.png"
 PATCH_SIZE = 50  # the dataset's patch side in pixels; coordinates step by this
+ARCHIVE_SUBDIR = "IDC_regular_ps50_idx5"  # the archive as extracted holds every patient again in here
+SYNTHETIC_MARKER = "SYNTHETIC_COHORT.json"  # at a synthetic cohort's root, written last: its metadata
+MASK_DIR = "_region_masks"  # at a synthetic cohort's root: <pid>.png, the pixel-level IDC region
 
 
 @dataclass(frozen=True)

@@ -1,59 +1,26 @@
 """Score patches with a trained model, and calibrate the probabilities on validation.
 
-Scoring streams the memory-mapped store in chunks through one compiled function that takes uint8
-(4x less to copy than float32), so it runs at full-dataset scale in bounded memory. Temperature
+Scoring streams the memory-mapped store in chunks through model.predict (one compiled function that
+takes uint8), so it runs at full-dataset scale in bounded memory. Temperature
 scaling (Guo et al. 2017, plus a bias, see fit_calibration) maps the model's logit through one
 affine function fitted on validation, which makes probabilities honest without moving the ranking.
+
+This module is also the score stage of a run (``stage_score``: raw scores, calibration and the
+neighbourhood context, pipeline.context) and the `score` command (``score_new_data``: new patients
+scored with a trained run's model, calibration, context weights and thresholds).
 """
 from __future__ import annotations
 
-import os
-from functools import lru_cache
+import argparse
+import shutil
+from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
-EPS = 1e-6
-
-
-@lru_cache(maxsize=8)
-def _compiled(model, tta: bool):
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    import tensorflow as tf
-
-    from model.augment import dihedral_views
-
-    @tf.function(reduce_retracing=True)
-    def predict(x_uint8):
-        x = tf.cast(x_uint8, tf.float32)
-        if not tta:
-            return model(x, training=False)[:, 0]
-        # Dihedral test-time augmentation: average the 8 flips/rotations' probabilities.
-        return tf.reduce_mean(tf.stack([model(v, training=False)[:, 0] for v in dihedral_views(x)]), axis=0)
-
-    return predict
-
-
-def predict_probabilities(model, patches: np.ndarray, rows=None, batch_size: int = 1024, tta: bool = False,
-                          progress: bool = False) -> np.ndarray:
-    """P(IDC) (uncalibrated) for ``patches[rows]`` (all rows if None), as float32."""
-    rows = np.arange(len(patches)) if rows is None else np.asarray(rows)
-    predict = _compiled(model, tta)
-    out = np.empty(len(rows), dtype=np.float32)
-    with tqdm(total=len(rows), unit="patch", desc="score", disable=not progress) as bar:
-        for s in range(0, len(rows), batch_size):
-            sel = rows[s:s + batch_size]
-            # Contiguous row ranges read the memmap as one slice (no fancy-index copy of indices).
-            batch = patches[sel[0]:sel[-1] + 1] if sel[-1] - sel[0] == len(sel) - 1 else patches[sel]
-            out[s:s + len(sel)] = predict(np.ascontiguousarray(batch)).numpy()
-            bar.update(len(sel))
-    return out
-
-
-def logit(p: np.ndarray) -> np.ndarray:
-    p = np.clip(np.asarray(p, np.float64), EPS, 1 - EPS)
-    return np.log(p) - np.log1p(-p)
-
+from pipeline import context, evaluate, ingest, runfolder, store
+from pipeline.errors import UsageError, check_int, positive_int
+from pipeline.logistic import fit_logistic, logit, sigmoid
+from pipeline.store import TEST, VAL
 
 IDENTITY = {"temperature": 1.0, "bias": 0.0}
 
@@ -61,7 +28,7 @@ IDENTITY = {"temperature": 1.0, "bias": 0.0}
 def apply_calibration(prob: np.ndarray, calibration: dict) -> np.ndarray:
     """Calibrated probabilities sigmoid(logit(p) / T + b)."""
     z = logit(prob) / calibration["temperature"] + calibration["bias"]
-    return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
+    return sigmoid(z).astype(np.float32)
 
 
 def fit_calibration(prob: np.ndarray, labels: np.ndarray) -> dict:
@@ -72,18 +39,136 @@ def fit_calibration(prob: np.ndarray, labels: np.ndarray) -> dict:
     while about 28% of patches are IDC). Both keep the ranking, so ROC/PR-AUC are unchanged.
     Returns the identity when validation has a single class.
     """
-    from scipy.optimize import minimize
-
     y = np.asarray(labels, np.float64)
     if len(y) == 0 or y.min() == y.max():
         return dict(IDENTITY)
-    z = logit(prob)
-
-    def nll(params):
-        s = z * np.exp(-params[0]) + params[1]
-        return float(np.mean(np.logaddexp(0.0, s) - y * s))  # log(1 + e^s) - y s, stably
-
-    res = minimize(nll, x0=np.zeros(2), method="L-BFGS-B", bounds=[(np.log(0.05), np.log(20.0)), (-10, 10)])
-    if not res.success:
+    # One feature, the logit, with weight 1/T kept positive: the parameters are (log T, b).
+    params, _, converged = fit_logistic(logit(prob)[:, None], y, x0=np.zeros(2), log_weights=True,
+                                        bounds=[(np.log(0.05), np.log(20.0)), (-10, 10)])
+    if not converged:
         return dict(IDENTITY)
-    return {"temperature": float(np.exp(res.x[0])), "bias": float(res.x[1])}
+    return {"temperature": float(np.exp(params[0])), "bias": float(params[1])}
+
+
+# --------------------------------------------------------------------------- the score stage
+def _load_model(run_dir: Path):
+    import keras  # TensorFlow is imported only when a model is needed
+
+    path = run_dir / store.MODEL
+    if not path.exists():
+        raise store.ArtifactError(f"{path} is missing; train it with `python -m pipeline run --out {run_dir}`.")
+    return keras.models.load_model(path)
+
+
+def final_scores(raw, manifest, val, calibration: dict | None = None, use_context: bool = True,
+                 context_params: dict | None = None) -> tuple[np.ndarray, np.ndarray, dict, dict | None]:
+    """The model's raw P(IDC) of every manifest row -> (final prob, patch-alone prob, calibration, context).
+
+    Calibration and context are fitted on the rows ``val`` (mask or indices) unless given; with no
+    context (off, or nothing to fit) the final score is the patch alone and the context is None.
+    """
+    labels = manifest["label"].to_numpy()
+    if calibration is None:
+        calibration = fit_calibration(raw[val], labels[val])
+    prob_patch = apply_calibration(raw, calibration)
+    where = (manifest["patient_id"].to_numpy(), manifest["x"].to_numpy(), manifest["y"].to_numpy())
+    if use_context and context_params is None:
+        context_params = context.fit_context(*(a[val] for a in where), logit(raw[val]), labels[val])
+        if context_params is None:
+            print("context: validation has a single class, nothing to fit; scores are the patch alone", flush=True)
+    if use_context and context_params:
+        return context.apply_context(context_params, *where, logit(raw)), prob_patch, calibration, context_params
+    return prob_patch, prob_patch, calibration, None
+
+
+def stage_score(run_dir: Path, upstream_fp: str, tta: bool, calibration: dict | None = None,
+                use_context: bool = True, context_params: dict | None = None) -> str:
+    """The score stage: score every patch; fit the calibration and the context on validation unless given.
+
+    Writes three probabilities per patch: the model's raw output, the patch alone calibrated, and
+    the final score with neighbourhood context (the same as the patch alone when context is off).
+    Skipped when its inputs are unchanged; returns its fingerprint.
+    """
+    fp = store.fingerprint(upstream_fp, tta, calibration, use_context and context.VERSION, context_params)
+    if store.stage_done(run_dir, "score", fp, store.SCORES):
+        return fp
+    model = _load_model(run_dir)
+    patches = store.read_patches(run_dir)
+    from model.predict import predict_probabilities
+
+    raw = predict_probabilities(model, patches, tta=tta, progress=True)
+    manifest = store.read_manifest(run_dir)
+    val = (manifest["patient_id"].map(store.read_split(run_dir)["patients"]) == VAL).to_numpy()
+    prob, prob_patch, calibration, context_params = final_scores(
+        raw, manifest, val, calibration=calibration, use_context=use_context, context_params=context_params)
+    store.write_scores(run_dir, prob, raw, prob_patch)
+    ingest_fp = store.read_meta(run_dir)["stages"]["ingest"]["fingerprint"]
+    store.update_meta(run_dir, calibration=calibration, context=context_params, tta=tta)
+    store.mark_stage(run_dir, "score", fp, manifest=ingest_fp)
+    return fp
+
+
+# --------------------------------------------------------------------------- the `score` command
+def score_new_data(source_run: Path | str, data: Path | str, out: Path | str, workers: int | None = None,
+                   force: bool = False) -> dict:
+    """Score new patient folders with a trained run's model, calibration and thresholds.
+
+    Every new patient goes to the test split: the model has never seen them. The new run carries
+    the source run's calibration, neighbourhood-context weights and threshold presets, so its
+    numbers mean exactly what they mean on the source run's own test split. ``out`` must be new,
+    empty or this same scoring's folder (see runfolder.claim_run_folder; ``force`` moves another aside).
+    """
+    source_run, out = Path(source_run), Path(out)
+    if workers is not None:
+        check_int("workers", workers, 1)
+    src_meta = store.read_meta(source_run)
+    if "thresholds" not in src_meta or not (source_run / store.MODEL).exists():
+        raise store.ArtifactError(
+            f"{source_run} is not a finished, trained run (no model.keras or thresholds in run.json); "
+            "train one first with `python -m pipeline run`."
+        )
+    if source_run.resolve() == out.resolve():
+        raise UsageError(f"--out {out} is the trained run itself; pass --out a new folder for the scored data")
+    if src_meta.get("context"):  # before any ingest work: old weights cannot be carried over
+        try:
+            context.check_params(src_meta["context"])
+        except ValueError as exc:
+            raise store.ArtifactError(f"{source_run / store.RUN_META}: {exc}") from None
+    runfolder.claim_run_folder(out, "score", Path(data), source_run=source_run, force=force)
+    info = ingest.ingest(data, out, workers=workers)
+    print(ingest.summarise(info, out), flush=True)
+    manifest = store.read_manifest(out)
+    store.write_split(out, {pid: TEST for pid in manifest["patient_id"].unique()}, seed=None, fractions=(0, 0, 1))
+
+    model_fp = store.fingerprint(src_meta["stages"]["train"]["fingerprint"], info["fingerprint"])
+    if not store.stage_done(out, "train", model_fp, store.MODEL):
+        with store.atomic_path(out / store.MODEL) as tmp:
+            shutil.copyfile(source_run / store.MODEL, tmp)
+        store.mark_stage(out, "train", model_fp, source_run=str(source_run.resolve()))
+    store.update_meta(out, arch=src_meta.get("arch"), cam_layer=src_meta.get("cam_layer"),
+                      source_run=str(source_run.resolve()))
+    # The source run's calibration and context weights are carried over, never refitted: new
+    # patients have no labels to fit on, and refitting would change what a threshold means.
+    score_fp = stage_score(out, model_fp, bool(src_meta.get("tta")),
+                           calibration=src_meta.get("calibration", IDENTITY),
+                           use_context=bool(src_meta.get("context")), context_params=src_meta.get("context"))
+    report = evaluate.stage_evaluate(out, score_fp, thresholds=src_meta["thresholds"])
+    store.update_meta(out, thresholds=report["thresholds"])
+    print(evaluate.format_report(report), flush=True)
+    return report
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `score` command's options."""
+    parser.add_argument("--run", type=Path, required=True, help="the trained run folder")
+    parser.add_argument("--data", type=Path, required=True, help="dataset root with the new patients")
+    parser.add_argument("--out", type=Path, required=True, help="new run folder to write")
+    parser.add_argument("--workers", type=positive_int, default=None, help="decoding processes (default: all cores)")
+    runfolder.add_force_argument(parser)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """`python -m pipeline score`: score the new patients, then name the run folder."""
+    score_new_data(args.run, args.data, args.out, workers=args.workers, force=args.force)
+    print(f"run folder: {args.out}")
+    return 0

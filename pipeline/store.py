@@ -50,7 +50,8 @@ EVALUATION = "evaluation.json"
 REGION_MASKS = "region_masks"
 REVIEWS = "reviews.sqlite"
 
-SPLITS = ("train", "val", "test")
+SPLITS = ("train", "val", "test")  # the patient-level splits (split.json); every use goes through these
+TRAIN, VAL, TEST = SPLITS
 MANIFEST_COLUMNS = {
     "patient_id": "string",
     "x": "int32",
@@ -283,6 +284,27 @@ def read_scores(run_dir: Path | str) -> pd.DataFrame:
                          f"move it aside and re-run `python -m pipeline run --data DIR --out {run_dir}` to re-score")
 
 
+# --------------------------------------------------------------------------- evaluation
+# Keys of evaluation.json renamed since runs were first written (old name -> new name): older files
+# are read with the new names, so every reader sees one vocabulary.
+LEGACY_EVALUATION_KEYS = {"roc_auc_patch_only": "roc_auc_patch", "pr_auc_patch_only": "pr_auc_patch"}
+
+
+def read_evaluation(run_dir: Path | str) -> dict:
+    """evaluation.json ({} when there is none yet), with keys of older versions under their new names."""
+    path = Path(run_dir) / EVALUATION
+    if not path.exists():
+        return {}
+    report = read_json(path)
+    splits = report.get("splits")
+    splits = [s for s in splits.values() if isinstance(s, dict)] if isinstance(splits, dict) else []
+    for section in [*splits, *(s["undefined"] for s in splits if isinstance(s.get("undefined"), dict))]:
+        for old, new in LEGACY_EVALUATION_KEYS.items():
+            if old in section and new not in section:
+                section[new] = section.pop(old)
+    return report
+
+
 # --------------------------------------------------------------------------- region masks (synthetic)
 def region_mask_path(run_dir: Path | str, patient_id: str) -> Path:
     return Path(run_dir) / REGION_MASKS / f"{patient_id}.png"
@@ -297,6 +319,31 @@ def read_region_mask(run_dir: Path | str, patient_id: str) -> np.ndarray | None:
         return None
     with Image.open(path) as im:
         return np.asarray(im.convert("L")) > 127
+
+
+def patch_region_masks(run_dir: Path | str, rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """The true IDC region under each patch of a synthetic run, for the pointing game (model.explain).
+
+    rows: the run table's rows (needs patient_id, x, y; x/y are 1-based slide pixels, so a patch
+    covers mask[y-1 : y-1+PATCH_SIZE, x-1 : x-1+PATCH_SIZE]). Returns (masks (n, PATCH_SIZE,
+    PATCH_SIZE) bool, known (n,) bool); ``known`` is False for patients without a region mask
+    (every real patient).
+    """
+    n = len(rows)
+    masks = np.zeros((n, PATCH_SIZE, PATCH_SIZE), bool)
+    known = np.zeros(n, bool)
+    cache: dict[str, np.ndarray | None] = {}
+    for i, (pid, x, y) in enumerate(zip(rows["patient_id"].astype(str), rows["x"], rows["y"])):
+        if pid not in cache:
+            cache[pid] = read_region_mask(run_dir, pid)
+        full = cache[pid]
+        if full is None:
+            continue
+        y0, x0 = int(y) - 1, int(x) - 1
+        crop = full[y0:y0 + PATCH_SIZE, x0:x0 + PATCH_SIZE]
+        masks[i, :crop.shape[0], :crop.shape[1]] = crop
+        known[i] = True
+    return masks, known
 
 
 # --------------------------------------------------------------------------- the whole run, for readers
@@ -361,7 +408,7 @@ def load_run(run_dir: Path | str) -> Run:
     table["prob_uncalibrated"] = scores["prob_uncalibrated"].to_numpy(np.float32)
     # Runs scored before the context stage existed have no prob_patch: their prob is the patch alone.
     table["prob_patch"] = scores.get("prob_patch", scores["prob"]).to_numpy(np.float32)
-    evaluation = read_json(run_dir / EVALUATION) if (run_dir / EVALUATION).exists() else {}
+    evaluation = read_evaluation(run_dir)
     return Run(path=run_dir, meta=meta, table=table, patches=patches, evaluation=evaluation)
 
 

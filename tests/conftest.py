@@ -28,10 +28,11 @@ def tiny_cohort(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, tiny_cohort) -> Path:
     """A finished run folder (ingest, split, train, score, evaluate) on the tiny cohort."""
+    from model.config import TrainConfig
     from pipeline.run import run_pipeline
 
     out = tmp_path_factory.mktemp("runs") / "tiny-synthetic"
-    run_pipeline(tiny_cohort, out, epochs=2, seed=1)
+    run_pipeline(tiny_cohort, out, TrainConfig(epochs=2, seed=1))
     return out
 
 

@@ -124,3 +124,21 @@ def test_a_bad_threshold_in_the_url_is_rejected(monkeypatch, tiny_run):
     assert not at.exception
     assert any("threshold from the link rejected" in w.value for w in at.sidebar.warning)
     assert at.session_state.threshold == 0.5
+
+
+def test_state_changes_one_way_pages_switch_in_one_place_fragments_sync_the_url():
+    """app/state.py's model: st.switch_page only in main.py (pages call state.go_to), st.fragment and
+    sync_url only through state.py (pages use state.fragment), the run through state.current_run()."""
+    import ast
+
+    app = Path(MAIN).parent
+    for path in sorted(app.rglob("*.py")):
+        source = path.read_text()
+        calls = {ast.unparse(node.func) for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Call)}
+        decorators = {ast.unparse(d) for node in ast.walk(ast.parse(source))
+                      if isinstance(node, ast.FunctionDef) for d in node.decorator_list}
+        name = path.relative_to(app).as_posix()
+        assert "st.switch_page" not in calls or name == "main.py", name
+        assert "st.fragment" not in calls | decorators or name == "state.py", name
+        assert "state.sync_url" not in calls or name == "main.py", name
+        assert "current_run" not in source or name in ("state.py", "main.py") or "state.current_run()" in source, name

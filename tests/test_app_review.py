@@ -6,7 +6,7 @@ import numpy as np
 from streamlit.testing.v1 import AppTest
 
 from app import selection
-from app.explain import METHODS
+from model.explain import METHODS
 from pipeline import evaluate, store
 
 MAIN = str(Path(__file__).resolve().parent.parent / "app" / "main.py")
@@ -65,18 +65,20 @@ def test_a_review_is_saved_and_survives_an_app_restart(monkeypatch, tiny_run):
 
 def test_errors_gallery_lists_the_errors_most_confident_first(monkeypatch, tiny_run):
     run = store.load_run(tiny_run)
-    threshold = 0.5
-    at = start_app(monkeypatch, tiny_run.parent, "views/errors.py", split="all", threshold=threshold)
+    _, _, threshold = a_false_negative(run)  # a threshold with at least one error, whatever the model learnt
+    at = start_app(monkeypatch, tiny_run.parent, "views/errors.py", split="all", threshold=repr(threshold))
     expected = selection.errors(evaluate.split_rows(run.table, "all"), threshold)
+    assert len(expected)
     assert not at.exception
     assert f"{len(expected):,} patches, most confident error first" in at.caption[0].value
-    if len(expected):
-        first = int(expected.index[0])
-        at.button(key=f"inspect_{first}").click().run()
-        assert at.session_state.patch == first
-        assert any(h.value.startswith("Patch x") for h in at.subheader)
+    first = int(expected.index[0])
+    at.button(key=f"inspect_{first}").click().run()
+    assert not at.exception
+    assert at.session_state.patch == first and at.session_state.patient == run.table.at[first, "patient_id"]
+    assert any(h.value == "Patch inspector" for h in at.title)  # state.go_to switched the page
+    assert any(h.value.startswith("Patch x") for h in at.subheader)
 
-    at = start_app(monkeypatch, tiny_run.parent, "views/errors.py", split="all", threshold=threshold)
+    at = start_app(monkeypatch, tiny_run.parent, "views/errors.py", split="all", threshold=repr(threshold))
     at.button_group(key="gallery_mode").set_value("Review queue").run()
     assert not at.exception
     assert "not reviewed yet" in at.caption[0].value

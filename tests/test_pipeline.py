@@ -6,8 +6,9 @@ import json
 import numpy as np
 import pytest
 
+from model.config import TrainConfig
 from pipeline import store
-from pipeline.__main__ import main as cli
+from pipeline.cli import main as cli
 
 
 def test_run_writes_every_artifact_the_app_reads(tiny_run):
@@ -41,7 +42,7 @@ def test_evaluation_says_split_and_counts(tiny_run):
 def test_scores_carry_the_neighbourhood_context_fitted_on_validation(tiny_run, tiny_cohort, tmp_path):
     import shutil
 
-    from pipeline import context, score
+    from pipeline import context, logistic, score
     from pipeline.run import run_pipeline
 
     run = store.load_run(tiny_run)
@@ -49,17 +50,17 @@ def test_scores_carry_the_neighbourhood_context_fitted_on_validation(tiny_run, t
     assert params["sigma_px"] in context.SIGMAS_PX and run.evaluation["context"] == params
     t = run.table
     # prob is exactly the context model applied to the model's own output; prob_patch is the patch alone.
-    again = context.apply_context(params, t["patient_id"], t["x"], t["y"], score.logit(t["prob_uncalibrated"]))
+    again = context.apply_context(params, t["patient_id"], t["x"], t["y"], logistic.logit(t["prob_uncalibrated"]))
     np.testing.assert_allclose(t["prob"], again, atol=1e-5)
     np.testing.assert_allclose(t["prob_patch"], score.apply_calibration(t["prob_uncalibrated"], run.meta["calibration"]),
                                atol=1e-5)
-    assert "roc_auc_patch_only" in run.evaluation["splits"]["test"]
+    assert {"roc_auc_patch", "pr_auc_patch"} <= set(run.evaluation["splits"]["test"])
 
     # --no-context re-scores without retraining, and then the score is the patch alone.
     copy = tmp_path / "no_context"
     shutil.copytree(tiny_run, copy)
     model_mtime = (copy / store.MODEL).stat().st_mtime_ns
-    run_pipeline(tiny_cohort, copy, epochs=2, seed=1, use_context=False)
+    run_pipeline(tiny_cohort, copy, TrainConfig(epochs=2, seed=1), use_context=False)
     plain = store.load_run(copy)
     assert (copy / store.MODEL).stat().st_mtime_ns == model_mtime
     assert plain.meta["context"] is None
@@ -86,7 +87,7 @@ def test_a_changed_model_width_retrains(tiny_run, tiny_cohort, tmp_path):
     assert store.read_meta(tiny_run)["train"]["width"] == DEFAULT_WIDTH
     copy = tmp_path / "narrow"
     shutil.copytree(tiny_run, copy)
-    run_pipeline(tiny_cohort, copy, epochs=2, seed=1, width=8)
+    run_pipeline(tiny_cohort, copy, TrainConfig(epochs=2, seed=1, width=8))
     meta = store.read_meta(copy)
     assert meta["train"]["width"] == 8
     assert meta["train"]["params"] < store.read_meta(tiny_run)["train"]["params"]
@@ -134,7 +135,7 @@ def test_stale_scores_are_reported(tiny_run, tmp_path):
 def test_compare_trains_each_architecture_on_the_same_split(tiny_cohort, tmp_path):
     from pipeline.compare import compare
 
-    table = compare(tiny_cohort, tmp_path / "cmp", archs=("separable", "plain"), minutes=1, epochs=1, seed=1)
+    table = compare(tiny_cohort, tmp_path / "cmp", TrainConfig(epochs=1, seed=1), archs=("separable", "plain"), minutes=1)
     assert table["architecture"].tolist() == ["separable", "plain"]
     assert (table["params"] > 0).all() and (table["score_patches_per_s"] > 0).all()
     splits = [store.read_split(tmp_path / "cmp" / a)["patients"] for a in ("separable", "plain")]
@@ -156,7 +157,7 @@ def test_pipeline_on_real_patches(real_sample, tmp_path):
     from pipeline.run import run_pipeline
 
     out = tmp_path / "real"
-    report = run_pipeline(real_sample, out, epochs=1, seed=0)
+    report = run_pipeline(real_sample, out, TrainConfig(epochs=1, seed=0))
     run = store.load_run(out)
     assert not run.synthetic
     assert len(run.table) == 8671 and run.table["patient_id"].nunique() == 209

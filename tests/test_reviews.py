@@ -164,7 +164,6 @@ def test_concurrent_processes_lose_nothing(tmp_path):
     db = tmp_path / store.REVIEWS
     script = textwrap.dedent(f"""
         import sys
-        sys.path.insert(0, {str(ROOT)!r})
         from app.reviews import ReviewStore
         rs = ReviewStore({str(db)!r})
         k = int(sys.argv[1])

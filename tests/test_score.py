@@ -21,3 +21,34 @@ def test_calibration_fixes_overconfidence_and_prior_shift_without_moving_the_ran
 
 def test_single_class_validation_gives_identity():
     assert score.fit_calibration(np.array([0.2, 0.9]), np.array([1, 1])) == score.IDENTITY
+
+
+def test_predict_probabilities_rows_tta_and_release():
+    """model.predict: the model's own output for any rows (contiguous or not), TTA = the mean of the 8 views."""
+    import keras
+
+    from model import predict
+
+    inputs = keras.Input((6, 6, 3))
+    # Position-dependent on purpose, so that each flip/rotation gives another probability.
+    x = keras.layers.Flatten()(keras.layers.Rescaling(1.0 / 255)(inputs))
+    out = keras.layers.Dense(1, activation="sigmoid", kernel_initializer=keras.initializers.RandomNormal(seed=0))(x)
+    model = keras.Model(inputs, out)
+    patches = np.random.default_rng(0).integers(0, 256, (10, 6, 6, 3), dtype=np.uint8)
+
+    def direct(batch):
+        return np.asarray(model(batch.astype(np.float32), training=False))[:, 0]
+
+    predict.release_compiled()  # other tests' models may be cached already
+    rows = np.array([7, 2, 3, 9])
+    np.testing.assert_allclose(predict.predict_probabilities(model, patches, rows, batch_size=3), direct(patches[rows]),
+                               atol=1e-6)
+    np.testing.assert_allclose(predict.predict_probabilities(model, patches, batch_size=4), direct(patches), atol=1e-6)
+    views = [np.rot90(patches, k, axes=(1, 2)) for k in range(4)]
+    views += [v[:, :, ::-1] for v in views]
+    tta = predict.predict_probabilities(model, patches, tta=True)
+    np.testing.assert_allclose(tta, np.mean([direct(np.ascontiguousarray(v)) for v in views], axis=0), atol=1e-6)
+    assert not np.allclose(tta, direct(patches), atol=1e-4)
+    assert predict._compiled.cache_info().currsize == 2  # one compiled function per (model, tta)
+    predict.release_compiled()
+    assert predict._compiled.cache_info().currsize == 0

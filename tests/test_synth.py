@@ -18,7 +18,8 @@ from sklearn.metrics import roc_auc_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from pipeline.synth import MASK_DIR, SYNTHETIC_MARKER, generate_cohort, load_region_mask
+from pipeline.names import MASK_DIR, SYNTHETIC_MARKER
+from pipeline.synth import generate_cohort
 
 NAME = re.compile(r"^(\d+)_idx5_x(\d+)_y(\d+)_class([01])\.png$")
 N_PATIENTS = 8
@@ -136,12 +137,11 @@ def test_masks_match_frame_and_labels(cohort, patches):
     fractions = {0: [], 1: []}
     for pid in sorted({p[0] for p in patches}):
         own = [p for p in patches if p[0] == pid]
-        mask = load_region_mask(root, int(pid))  # an int id works too
-        assert mask.dtype == bool
-        max_x, max_y = max(p[1] for p in own), max(p[2] for p in own)
-        assert mask.shape == (max_y - 1 + 50, max_x - 1 + 50)
         with Image.open(root / MASK_DIR / f"{pid}.png") as img:
             assert img.mode == "L" and set(np.unique(np.asarray(img))) <= {0, 255}
+            mask = np.asarray(img) > 127
+        max_x, max_y = max(p[1] for p in own), max(p[2] for p in own)
+        assert mask.shape == (max_y - 1 + 50, max_x - 1 + 50)
         for _, x, y, label, arr in own:
             h, w = arr.shape[:2]
             fractions[label].append(mask[y - 1:y - 1 + h, x - 1:x - 1 + w].mean())
@@ -191,3 +191,37 @@ def test_deterministic_and_regeneration_replaces(tmp_path):
     again = generate_cohort(tmp_path / "b", n_patients=2, seed=0, workers=2, progress=False)
     assert again == first
     assert _snapshot(tmp_path / "b") == files_first
+
+
+def test_real_data_code_never_imports_the_generator():
+    """The dataset layout lives in pipeline.names: ingest and the run folder do not load pipeline.synth,
+    and the generator (with its command-line hooks) does not load TensorFlow."""
+    import subprocess
+    import sys
+
+    code = ("import sys, pipeline.ingest, pipeline.store\n"
+            "loaded = sorted(m for m in sys.modules if m.startswith('pipeline.synth'))\n"
+            "import pipeline.synth\n"
+            "print(loaded, 'tensorflow' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[] False"
+
+
+def test_command_line_hooks(tmp_path, capsys):
+    import argparse
+
+    from pipeline.synth import add_arguments, run_command
+
+    parser = argparse.ArgumentParser(prog="synth")
+    add_arguments(parser)
+    for option, value in (("--patients", "0"), ("--patients", "1.5"), ("--seed", "-1")):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["--out", str(tmp_path / "x"), option, value])
+        assert f"argument {option}: must be a whole number of at least" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+    args = parser.parse_args(["--out", str(tmp_path / "c"), "--patients", "1", "--seed", "3"])
+    assert (args.patients, args.seed) == (1, 3)
+    assert run_command(args) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("synthetic cohort: 1 patients, ") and out.rstrip().endswith("SYNTHETIC, not real tissue")
+    assert (tmp_path / "c" / SYNTHETIC_MARKER).exists()

@@ -3,7 +3,8 @@ import numpy as np
 import streamlit as st
 
 from app import cohort, loaders, selection, slides, state, ui
-from app.explain import METHODS, overlay_cam
+from app.cam_overlay import overlay_cam
+from model.explain import METHODS
 
 PER_PAGE = 24
 COLUMNS = 4
@@ -11,7 +12,7 @@ ZOOM = 5  # 50 px -> 250 px, about a card's width, so the browser does not blur 
 ERRORS, QUEUE = "Errors", "Review queue"
 
 ss = st.session_state
-run = ss.current_run
+run = state.current_run()
 threshold, split = ss.threshold, ss.split
 data = loaders.split_data(run, split)
 
@@ -77,9 +78,8 @@ for start in range(0, len(shown), COLUMNS):
                         + f"  \n{item['patient_id']} · x {item['x']}, y {item['y']}"
                         + (f"  \n{ui.VERDICT_BADGES[verdict]}" if verdict else ""))
             inspect_col, slide_col = st.columns(2)
-            if inspect_col.button("Inspect", icon=":material/zoom_in:", key=f"inspect_{row}", help="Open in the inspector",
-                                  on_click=state.open_patch, args=(item["patient_id"], row), width="stretch"):
-                st.switch_page(state.PAGES["inspector"])
-            if slide_col.button("On slide", icon=":material/map:", key=f"on_slide_{row}", help="Show it on the slide",
-                                on_click=state.open_patch, args=(item["patient_id"], row), width="stretch"):
-                st.switch_page(state.PAGES["patient"])
+            opened = {"patient": item["patient_id"], "patch": row}
+            inspect_col.button("Inspect", icon=":material/zoom_in:", key=f"inspect_{row}", help="Open in the inspector",
+                               on_click=state.go_to, args=("inspector",), kwargs=opened, width="stretch")
+            slide_col.button("On slide", icon=":material/map:", key=f"on_slide_{row}", help="Show it on the slide",
+                             on_click=state.go_to, args=("patient",), kwargs=opened, width="stretch")

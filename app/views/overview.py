@@ -5,9 +5,7 @@ from app import charts, cohort, exports, loaders, state, ui
 from pipeline import evaluate, metrics
 
 ss = st.session_state
-if ss.pop("open_patient_page", False):  # set when a per-patient table row was selected
-    st.switch_page(state.PAGES["patient"])
-run = ss.current_run
+run = state.current_run()
 threshold, split = ss.threshold, ss.split
 data = loaders.split_data(run, split)
 scope = cohort.scope_text(split, data.described)
@@ -34,7 +32,7 @@ for col, key in zip(tiles, ("sensitivity", "specificity", "precision", "f1", "ba
     col.metric(cohort.METRIC_LABELS[key], f"{at[key]:.3f}")
 tiles[6].metric("ROC-AUC", f"{curves['roc_auc']:.3f}", help="Threshold-free: the same at every threshold.")
 tiles[7].metric("PR-AUC", f"{curves['pr_auc']:.3f}", help="Average precision; threshold-free.")
-st.caption(cohort.score_text(run.meta.get("context"), curves.get("roc_auc_patch_only")))
+st.caption(cohort.score_text(run.meta.get("context"), curves.get("roc_auc_patch")))
 st.caption(cohort.model_text(run.meta))
 
 point = cohort.operating_point(at)
@@ -64,8 +62,7 @@ per_patient = evaluate.per_patient_table(data.rows, threshold)
 def _open_selected_patient() -> None:
     picked = ss.per_patient_table.selection.rows
     if picked:
-        state.set_patient(per_patient["patient_id"].iloc[picked[0]])
-        ss.open_patient_page = True
+        state.go_to("patient", patient=per_patient["patient_id"].iloc[picked[0]])
 
 
 st.dataframe(

@@ -8,7 +8,7 @@ REGION_OUTLINE = "True region outline"
 SINGLE, LINKED = "Single view", "Ground truth | prediction"
 
 ss = st.session_state
-run = ss.current_run
+run = state.current_run()
 threshold = ss.threshold
 
 st.title("Patient viewer")
@@ -42,9 +42,10 @@ def _toggle_overlays() -> None:
     ss.overlays_hidden = not ss.get("overlays_hidden", False)
 
 
-@st.fragment
+@state.fragment
 def slide_view() -> None:
-    """Overlay controls, the slide and the inspector; an overlay change reruns only this part."""
+    """Overlay controls, the slide and the inspector; an overlay change or a click reruns only this part
+    (state.fragment keeps the URL in sync after it)."""
     names = [*overlays.OVERLAY_NAMES, *([overlays.PATCH_ALONE] if run.has_context else []),
              *([REGION_OUTLINE] if slide.region_mask is not None else [])]
     chosen = st.pills("Overlays", names, selection_mode="multi", key="overlays",
@@ -90,7 +91,6 @@ def slide_view() -> None:
     ui.patch_picker(rows, outcome, "Patch (or click it on the slide)")
     if selected is not None:
         patch_panel.render(run, selected, threshold)
-    state.sync_url()  # a click reruns only this fragment, not app/main.py, which otherwise keeps the URL
 
 
 slide_view()

@@ -10,10 +10,8 @@ from app import exports, loaders, selection, state, ui
 from app.reviews import VERDICTS
 
 ss = st.session_state
-run = ss.current_run
+run = state.current_run()
 threshold = ss.threshold
-if ss.pop("open_inspector", False):  # set when a review row was selected
-    st.switch_page(state.PAGES["inspector"])
 
 st.title("Reviews")
 reviews = loaders.run_reviews(run)
@@ -63,8 +61,8 @@ shown = shown.sort_values("id", ascending=False).reset_index(drop=True)
 def _open_selected_review() -> None:
     picked = ss.reviews_table.selection.rows
     if picked:
-        state.open_patch(shown["patient_id"].iloc[picked[0]], int(shown["row"].iloc[picked[0]]))
-        ss.open_inspector = True
+        picked_row = shown.iloc[picked[0]]
+        state.go_to("inspector", patient=picked_row["patient_id"], patch=int(picked_row["row"]))
 
 
 st.dataframe(

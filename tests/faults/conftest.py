@@ -19,7 +19,7 @@ def tree_checksums(root: Path | str) -> dict[str, str]:
 
 def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
     """Run ``python -m pipeline ARGV`` in-process; return (exit code, stdout, stderr)."""
-    from pipeline.__main__ import main
+    from pipeline.cli import main
 
     try:
         code = main([str(a) for a in argv])

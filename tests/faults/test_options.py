@@ -24,9 +24,12 @@ BAD = [
     ("run", "--epochs", "0"), ("run", "--epochs", "-1"), ("run", "--epochs", "1.5"), ("run", "--epochs", "many"),
     ("run", "--patience", "-1"), ("run", "--width", "0"), ("run", "--width", "-5"),
     ("run", "--batch-size", "0"), ("run", "--workers", "-1"), ("run", "--workers", "0"), ("run", "--seed", "-2"),
+    ("run", "--learning-rate", "0"), ("run", "--learning-rate", "-0.001"), ("run", "--learning-rate", "nan"),
+    ("run", "--stain-sigma", "-0.1"),
     ("score", "--workers", "0"), ("score", "--workers", "-1"),
     ("compare", "--minutes", "0"), ("compare", "--minutes", "-1"), ("compare", "--minutes", "nan"),
     ("compare", "--minutes", "inf"), ("compare", "--epochs", "0"), ("compare", "--seed", "-1"),
+    ("compare", "--width", "0"),
 ]
 
 
@@ -42,20 +45,29 @@ def test_bad_numbers_are_refused_before_any_work(command, option, value, tmp_pat
 
 @pytest.mark.parametrize("command,option,value,dest,expected", [
     ("run", "--epochs", "1", "epochs", 1), ("run", "--patience", "0", "patience", 0), ("run", "--seed", "0", "seed", 0),
-    ("run", "--width", "8", "width", 8), ("compare", "--minutes", "0.5", "minutes", 0.5)])
+    ("run", "--width", "8", "width", 8), ("run", "--learning-rate", "1e-4", "learning_rate", 1e-4),
+    ("run", "--stain-sigma", "0", "stain_sigma", 0.0), ("compare", "--minutes", "0.5", "minutes", 0.5)])
 def test_edge_values_that_make_sense_are_accepted(command, option, value, dest, expected, tmp_path):
-    from pipeline.__main__ import _parser
+    from pipeline.cli import build_parser
 
-    args = _parser().parse_args([str(a) for a in _argv(command, option, value, tmp_path)])
+    args = build_parser().parse_args([str(a) for a in _argv(command, option, value, tmp_path)])
     assert getattr(args, dest) == expected
 
 
 def test_the_python_api_checks_the_same_settings_before_touching_the_folder(tiny_cohort, tmp_path):
+    from model.config import ConfigError, TrainConfig
     from pipeline.run import run_pipeline
 
-    for bad in ({"epochs": 0}, {"batch_size": 0}, {"width": 0}, {"workers": -1}, {"patience": -1}):
-        with pytest.raises(UsageError, match=next(iter(bad))):
-            run_pipeline(tiny_cohort, tmp_path / "out", **bad)
+    # Training settings are checked when the TrainConfig is made, with the option's name as the CLI spells it.
+    for bad, option in (({"epochs": 0}, "--epochs"), ({"batch_size": 0}, "--batch-size"), ({"width": 0}, "--width"),
+                        ({"patience": -1}, "--patience"), ({"epochs": 1.5}, "--epochs"),
+                        ({"learning_rate": 0.0}, "--learning-rate"), ({"arch": "resnet"}, "unknown architecture")):
+        with pytest.raises(ConfigError, match=option):
+            TrainConfig(**bad)
+    with pytest.raises(UsageError, match="workers"):
+        run_pipeline(tiny_cohort, tmp_path / "out", workers=-1)
+    with pytest.raises(TypeError, match="TrainConfig"):
+        run_pipeline(tiny_cohort, tmp_path / "out", {"epochs": 2})
     assert not (tmp_path / "out").exists()
 
 

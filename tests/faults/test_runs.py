@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from model.config import TrainConfig
 from pipeline import store
-from pipeline.synth import MASK_DIR, SYNTHETIC_MARKER
+from pipeline.names import MASK_DIR, PATCH_SIZE, SYNTHETIC_MARKER
 
 from .conftest import run_cli, tree_checksums
 
@@ -152,18 +153,18 @@ def untrained_copy(tiny_run, tmp_path) -> Path:
 def _interrupt_after_first_epoch(monkeypatch):
     """Make the next train.train stop like a kill right after epoch 1's state is on disk.
 
-    The time-budget callback runs after the one that writes the resume state, so raising there
-    leaves exactly what a kill between epochs leaves.
+    Raising as soon as the train stage has kept the epoch (its model.fit ``on_epoch_end``) leaves
+    exactly what a kill between epochs leaves.
     """
     from pipeline import train
 
-    _, keras = train._tf()
+    keep = train._save_epoch
 
-    class Killed(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            raise KeyboardInterrupt("killed after epoch 1")
+    def keep_then_die(*args, **kwargs):
+        keep(*args, **kwargs)
+        raise KeyboardInterrupt("killed after epoch 1")
 
-    monkeypatch.setattr(train, "_time_budget_callback", lambda seconds: Killed())
+    monkeypatch.setattr(train, "_save_epoch", keep_then_die)
 
 
 def test_empty_history_and_garbage_backup_left_by_a_kill_are_discarded(untrained_copy, capsys):
@@ -174,7 +175,7 @@ def test_empty_history_and_garbage_backup_left_by_a_kill_are_discarded(untrained
     (untrained_copy / train.BACKUP_DIR).mkdir()
     (untrained_copy / train.BACKUP_DIR / "latest.weights.h5").write_bytes(b"\x89HDF\r\n half a file")
     (untrained_copy / train.BACKUP_DIR / "training_metadata.json").write_text('{"epoch": ')
-    result = train.train(untrained_copy, epochs=1, seed=1, fingerprint="fp-a")
+    result = train.train(untrained_copy, TrainConfig(epochs=1, seed=1), fingerprint="fp-a")
     out = capsys.readouterr().out
     assert "discarding the interrupted training's resume state" in out
     assert str(untrained_copy / train.BACKUP_DIR) in out and str(untrained_copy / train.HISTORY_CSV) in out
@@ -192,8 +193,7 @@ def test_an_unreadable_resume_record_is_discarded_naming_it(untrained_copy, caps
 
     (untrained_copy / train.RESUME).write_text(record)
     (untrained_copy / train.BEST).write_bytes(b"not a model")
-    settings = {"epochs": 2, "patience": 8}
-    assert train._resume_state(untrained_copy, "fp-a", settings) is None
+    assert train._resume_state(untrained_copy, "fp-a", TrainConfig(epochs=2, patience=8)) is None
     out = capsys.readouterr().out
     assert f"{untrained_copy / train.RESUME} is unreadable" in out
     assert not (untrained_copy / train.RESUME).exists() and not (untrained_copy / train.BEST).exists()
@@ -208,12 +208,13 @@ def interrupted_w8(tiny_run, tmp_path_factory) -> Path:
     with pytest.MonkeyPatch.context() as mp:
         _interrupt_after_first_epoch(mp)
         with pytest.raises(KeyboardInterrupt):
-            train.train(run_dir, **W8)
+            train.train(run_dir, W8, fingerprint=W8_FP)
     assert json.loads((run_dir / train.RESUME).read_text())["epochs_done"] == 1
     return run_dir
 
 
-W8 = {"epochs": 2, "seed": 1, "width": 8, "time_budget_s": 1e9, "fingerprint": "fp-w8"}
+# A time budget that never runs out: the time-budget callback is in the loop, as in `pipeline compare`.
+W8, W8_FP = TrainConfig(epochs=2, seed=1, width=8, time_budget_s=1e9), "fp-w8"
 
 
 def test_an_interrupted_training_resumes_with_its_own_fingerprint(interrupted_w8, tmp_path, capsys):
@@ -221,7 +222,7 @@ def test_an_interrupted_training_resumes_with_its_own_fingerprint(interrupted_w8
 
     run_dir = _copy_run(interrupted_w8, tmp_path / "run")
     first = json.loads((run_dir / train.RESUME).read_text())["history"]
-    result = train.train(run_dir, **W8)
+    result = train.train(run_dir, W8, fingerprint=W8_FP)
     out = capsys.readouterr().out
     assert "resuming from epoch 2" in out and "discarding" not in out
     assert result["epochs_run"] == 2 and result["width"] == 8
@@ -236,7 +237,7 @@ def test_an_interrupted_training_is_not_continued_by_other_settings(interrupted_
     from pipeline import train
 
     run_dir = _copy_run(interrupted_w8, tmp_path / "run")
-    result = train.train(run_dir, epochs=1, seed=1, fingerprint="fp-default")
+    result = train.train(run_dir, TrainConfig(epochs=1, seed=1), fingerprint="fp-default")
     out = capsys.readouterr().out
     assert f"{run_dir / train.RESUME} belongs to a training with other settings" in out
     assert "width=8" in out and "width=32" in out
@@ -251,7 +252,7 @@ def test_a_training_killed_after_its_last_epoch_only_saves_its_best_model(interr
     run_dir = _copy_run(interrupted_w8, tmp_path / "run")
     (run_dir / store.MODEL).unlink()
     record = json.loads((run_dir / train.RESUME).read_text())
-    result = train.train(run_dir, **{**W8, "epochs": 1})  # same fingerprint: its one epoch was the last
+    result = train.train(run_dir, W8.replace(epochs=1), fingerprint=W8_FP)  # same fingerprint: its one epoch was the last
     out = capsys.readouterr().out
     assert "the interrupted training had finished" in out and "Epoch" not in out
     assert result["epochs_run"] == 1 and result["best_val_pr_auc"] == record["best_val_pr_auc"]
@@ -264,7 +265,7 @@ def test_damaged_weights_named_by_a_valid_record_are_discarded(interrupted_w8, t
     run_dir = _copy_run(interrupted_w8, tmp_path / "run")
     weights = run_dir / train.BACKUP_DIR / json.loads((run_dir / train.RESUME).read_text())["weights"]
     weights.write_bytes(weights.read_bytes()[:200])  # as if the disk lost the end of it
-    result = train.train(run_dir, **{**W8, "epochs": 1})  # one epoch is enough to show it starts afresh
+    result = train.train(run_dir, W8.replace(epochs=1), fingerprint=W8_FP)  # one epoch is enough to show it starts afresh
     out = capsys.readouterr().out
     assert f"{weights} or" in out and "is unreadable" in out and "resuming" not in out
     assert result["epochs_run"] == 1
@@ -272,10 +273,7 @@ def test_damaged_weights_named_by_a_valid_record_are_discarded(interrupted_w8, t
 
 def test_run_passes_its_training_fingerprint_down(untrained_copy, tiny_cohort, monkeypatch, capsys):
     """`run --arch plain` killed, then the default run: it trains its own model, not the plain one."""
-    from pipeline import train
-
     _interrupt_after_first_epoch(monkeypatch)
-    monkeypatch.setattr(train, "train", _with_budget(train.train))
     code, _, _ = _run_cli_interrupted(capsys, "run", "--data", tiny_cohort, "--out", untrained_copy,
                                       "--arch", "plain", *TINY_RUN_ARGS)
     monkeypatch.undo()
@@ -285,14 +283,6 @@ def test_run_passes_its_training_fingerprint_down(untrained_copy, tiny_cohort, m
     assert code == 0 and "belongs to a training with other settings" in out and "arch=plain" in out
     meta = store.read_meta(untrained_copy)
     assert meta["arch"] == "separable" and meta["train"]["params"] == _separable_params()
-
-
-def _with_budget(real_train):
-    """train.train with a time budget, so the interrupting callback is installed."""
-    def wrapped(*args, **kwargs):
-        kwargs["time_budget_s"] = 1e9
-        return real_train(*args, **kwargs)
-    return wrapped
 
 
 def _run_cli_interrupted(capsys, *argv):
@@ -306,7 +296,7 @@ def _run_cli_interrupted(capsys, *argv):
 def _separable_params() -> int:
     from model.architectures import build_model
 
-    return build_model("separable", None)[0].count_params()
+    return build_model("separable", patch_size=PATCH_SIZE)[0].count_params()
 
 
 # --------------------------------------------------------------------------- 10. one class: undefined metrics

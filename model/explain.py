@@ -1,8 +1,11 @@
-"""Class activation maps for the review dashboard: Grad-CAM, Grad-CAM++ and Score-CAM via tf-keras-vis.
+"""Class activation maps of a trained model: Grad-CAM, Grad-CAM++ and Score-CAM via tf-keras-vis.
 
-Pure functions and one cacheable class, no Streamlit. TensorFlow and tf-keras-vis are imported only
-when an :class:`Explainer` is built, so the NumPy helpers here (``overlay_cam``, ``cam_peak``,
-``pointing_game``, ``patch_region_masks``) cost nothing to import.
+One cacheable class (:class:`Explainer`, built once per model) and the pointing game that checks
+where its maps point (``cam_peak``, ``pointing_game``); no Streamlit, no run folders. TensorFlow and
+tf-keras-vis are imported only when an Explainer is built, so the NumPy helpers cost nothing to
+import. Maps have the model's input side (read from its input shape), one value per patch pixel.
+Drawing a map onto its patch is the app's (app/cam_overlay.py); reading the true regions of a
+synthetic run is the pipeline's (pipeline.store.patch_region_masks).
 
 How tf-keras-vis 0.8.7 is used on Keras 3, and why:
 
@@ -29,11 +32,8 @@ from __future__ import annotations
 import importlib
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-
-PATCH = 50  # patch side of the dataset, the CAM side returned here
 
 
 @dataclass(frozen=True)
@@ -68,13 +68,18 @@ METHODS: dict[str, CamMethod] = {
 _GRAD_BATCH = 64  # patches per tf-keras-vis call for the gradient methods (bounds memory)
 
 
-def _as_batch(patches) -> np.ndarray:
-    """(n, 50, 50, 3) float32 in 0..255 from uint8 patches; one (50, 50, 3) patch becomes n = 1."""
+def _as_batch(patches, side: tuple[int | None, int | None] = (None, None)) -> np.ndarray:
+    """(n, H, W, 3) float32 in 0..255 from uint8 patches; one (H, W, 3) patch becomes n = 1.
+
+    ``side`` is the model's (H, W) (None where its input takes any size); other sizes are refused.
+    """
     x = np.asarray(patches)
     if x.ndim == 3:
         x = x[None]
-    if x.ndim != 4 or x.shape[-1] != 3:
-        raise ValueError(f"expected RGB patches of shape (n, H, W, 3), got {x.shape}")
+    expected = tuple("H" if s is None else s for s in side)
+    if x.ndim != 4 or x.shape[-1] != 3 or any(s is not None and s != got for s, got in zip(side, x.shape[1:3])):
+        raise ValueError(f"expected RGB patches of shape (n, {expected[0]}, {expected[1]}, 3) "
+                         f"(the model's input), got {x.shape}")
     return x.astype(np.float32, copy=True)
 
 
@@ -127,6 +132,8 @@ class Explainer:
             raise ValueError(f"score_cam_max_n must be >= 1, got {score_cam_max_n}")
 
         self.layer = layer
+        # (H, W) of the model's input: the patches it takes and the maps it returns (None: any size).
+        self.patch_shape: tuple[int | None, int | None] = tuple(model.inputs[0].shape[1:3])
         self.channels = int(cam_layer.output.shape[-1])
         self.score_cam_max_n = min(int(score_cam_max_n), self.channels)
         self._lock = threading.RLock()
@@ -155,7 +162,7 @@ class Explainer:
     # ----------------------------------------------------------------------------------------
     def logits(self, patches_uint8: np.ndarray) -> np.ndarray:
         """The model's logit z (P(IDC) = sigmoid(z), before calibration) per patch, float32 (n,)."""
-        x = _as_batch(patches_uint8)
+        x = _as_batch(patches_uint8, self.patch_shape)
         if len(x) == 0:
             return np.zeros(0, np.float32)
         with self._lock:
@@ -177,16 +184,16 @@ class Explainer:
         return t.astype(bool)
 
     def cam(self, patches_uint8: np.ndarray, method: str = "Grad-CAM", target: int | None = None) -> np.ndarray:
-        """(n, 50, 50) float32 in [0, 1] for (n, 50, 50, 3) uint8 patches.
+        """(n, H, W) float32 in [0, 1] for (n, H, W, 3) uint8 patches (H, W: the model's input side).
 
         target: 1 explains the IDC score (BinaryScore(True)), 0 explains 'not IDC'
         (BinaryScore(False)), None explains the class the model predicts for each patch (at 0.5);
-        a sequence of 0/1, one per patch, is also accepted. A single (50, 50, 3) patch is treated
+        a sequence of 0/1, one per patch, is also accepted. A single (H, W, 3) patch is treated
         as n = 1.
         """
         if method not in METHODS:
             raise ValueError(f"unknown CAM method {method!r}; choose one of {', '.join(METHODS)}")
-        x = _as_batch(patches_uint8)
+        x = _as_batch(patches_uint8, self.patch_shape)
         if len(x) == 0:
             return np.zeros((0, *x.shape[1:3]), np.float32)
         from tf_keras_vis.utils.scores import BinaryScore, CategoricalScore
@@ -213,57 +220,7 @@ class Explainer:
         return _normalise(raw)
 
 
-# -------------------------------------------------------------------------------- colour + overlay
-# matplotlib's colormaps as piecewise-linear segments (x, value) per channel; no matplotlib needed.
-_SEGMENTS = {
-    "jet": (((0, 0), (0.35, 0), (0.66, 1), (0.89, 1), (1, 0.5)),
-            ((0, 0), (0.125, 0), (0.375, 1), (0.64, 1), (0.91, 0), (1, 0)),
-            ((0, 0.5), (0.11, 1), (0.34, 1), (0.65, 0), (1, 0))),
-    "hot": (((0, 0.0416), (0.365079, 1), (1, 1)),
-            ((0, 0), (0.365079, 0), (0.746032, 1), (1, 1)),
-            ((0, 0), (0.746032, 0), (1, 1))),
-    "gray": (((0, 0), (1, 1)),) * 3,
-}
-_LUTS: dict[str, np.ndarray] = {}
-
-
-def colormap_lut(name: str = "jet") -> np.ndarray:
-    """(256, 3) uint8 lookup table of a colormap ('jet', 'hot', 'gray'; others via matplotlib if installed)."""
-    if name not in _LUTS:
-        t = np.linspace(0.0, 1.0, 256)
-        if name in _SEGMENTS:
-            lut = np.stack([np.interp(t, *np.asarray(seg, float).T) for seg in _SEGMENTS[name]], axis=1)
-        else:
-            try:
-                import matplotlib
-
-                lut = np.asarray(matplotlib.colormaps[name](t))[:, :3]
-            except (ImportError, KeyError) as exc:
-                raise ValueError(f"unknown colormap {name!r}; built in: {', '.join(_SEGMENTS)}") from exc
-        _LUTS[name] = np.round(lut * 255).astype(np.uint8)
-    return _LUTS[name]
-
-
-def overlay_cam(rgb_uint8: np.ndarray, cam: np.ndarray, alpha: float = 0.45, colormap: str = "jet") -> np.ndarray:
-    """uint8 RGB blend of a patch (50,50,3) with its heatmap; alpha 0 = patch only, 1 = heatmap only.
-
-    Also works on a batch: (n, 50, 50, 3) patches with (n, 50, 50) maps.
-    """
-    rgb = np.asarray(rgb_uint8)
-    cam = np.asarray(cam, np.float64)
-    if rgb.shape[-1] != 3 or cam.shape != rgb.shape[:-1]:
-        raise ValueError(f"patch {rgb.shape} and CAM {cam.shape} do not match (expected (..., H, W, 3) and (..., H, W))")
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    if alpha == 0.0:
-        return rgb.astype(np.uint8, copy=True)
-    idx = np.round(np.clip(np.nan_to_num(cam), 0.0, 1.0) * 255).astype(np.intp)
-    heat = colormap_lut(colormap)[idx].astype(np.float64)
-    out = (1.0 - alpha) * rgb.astype(np.float64) + alpha * heat
-    return np.clip(np.round(out), 0, 255).astype(np.uint8)
-
-
-# -------------------------------------------------------------------------------- localisation checks
+# -------------------------------------------------------------------------------- localisation check
 def cam_peak(cam: np.ndarray) -> tuple[int, int]:
     """(row, col) of the maximum of one (H, W) map (the first one in row-major order on ties)."""
     cam = np.nan_to_num(np.asarray(cam, np.float64), nan=-np.inf)
@@ -296,29 +253,3 @@ def pointing_game(cams: np.ndarray, masks: np.ndarray) -> dict:
     hits = masks[np.arange(n), peaks[:, 0], peaks[:, 1]] & ~flat
     return {"n": n, "hit_rate": float(hits.mean()), "chance": float(masks.mean(axis=(1, 2)).mean()),
             "hits": hits, "peaks": peaks, "flat": int(flat.sum())}
-
-
-def patch_region_masks(run_dir, rows) -> tuple[np.ndarray, np.ndarray]:
-    """The true IDC region under each patch of a synthetic run, for the pointing game.
-
-    rows: the run table's rows (needs patient_id, x, y; x/y are 1-based slide pixels, so a patch
-    covers mask[y-1 : y+49, x-1 : x+49]). Returns (masks (n, 50, 50) bool, known (n,) bool);
-    ``known`` is False for patients without a region mask (every real patient).
-    """
-    from pipeline import store
-
-    n = len(rows)
-    masks = np.zeros((n, PATCH, PATCH), bool)
-    known = np.zeros(n, bool)
-    cache: dict[str, np.ndarray | None] = {}
-    for i, (pid, x, y) in enumerate(zip(rows["patient_id"].astype(str), rows["x"], rows["y"])):
-        if pid not in cache:
-            cache[pid] = store.read_region_mask(Path(run_dir), pid)
-        full = cache[pid]
-        if full is None:
-            continue
-        y0, x0 = int(y) - 1, int(x) - 1
-        crop = full[y0:y0 + PATCH, x0:x0 + PATCH]
-        masks[i, :crop.shape[0], :crop.shape[1]] = crop
-        known[i] = True
-    return masks, known
