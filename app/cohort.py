@@ -1,7 +1,9 @@
 """Numbers behind the cohort overview, as pure functions over label/probability arrays.
 
-The threshold-free parts (curves, calibration, histogram) are computed once per run and split and
-cached by the app; the threshold-dependent parts come from ``pipeline.metrics`` on every change.
+The threshold-free parts (curves, calibration, histogram, ROC-AUC/PR-AUC intervals) are computed
+once per run and split and cached by the app; the threshold-dependent parts come from
+``pipeline.metrics`` and the split's cached ``pipeline.uncertainty.PatientBootstrap`` on every change.
+An undefined value is shown as "not defined" with its reason, never as "nan".
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ def curves(label: np.ndarray, prob: np.ndarray) -> dict:
     return out
 
 
-def score_text(context: dict | None, roc_auc_patch: float | None = None) -> str:
+def score_text(context: dict | None, roc_auc_patch: float | None = None, patch_interval: dict | None = None) -> str:
     """What P(IDC) is in this run: the patch alone, or the patch with its neighbourhood context."""
     if not context:
         return "P(IDC) is the CNN's calibrated score of each patch alone."
@@ -43,6 +45,8 @@ def score_text(context: dict | None, roc_auc_patch: float | None = None) -> str:
             f"weighting, σ = {context['sigma_px']:.0f} px), fitted on the validation patients")
     if roc_auc_patch is not None and np.isfinite(roc_auc_patch):
         text += f"; the patch alone reaches ROC-AUC {roc_auc_patch:.3f} here"
+        if patch_interval and np.isfinite(patch_interval.get("low", np.nan)):
+            text += f" ({ci_text(patch_interval)})"
     return text + "."
 
 
@@ -78,12 +82,88 @@ def scope_text(split: str, described: dict) -> str:
             f"{described['n_patches']:,} patches ({described['n_positive']:,} IDC)")
 
 
-def metrics_frame(at: dict, areas: dict, split: str, described: dict, run_name: str) -> pd.DataFrame:
-    """The metrics table as shown and exported: one row per metric, each with its scope."""
-    rows = [(METRIC_LABELS[k], at[k]) for k in METRIC_LABELS]
-    rows += [("ROC-AUC (threshold-free)", areas["roc_auc"]), ("PR-AUC (threshold-free)", areas["pr_auc"]),
-             ("ECE (calibration error)", areas["ece"])]
-    rows += [(f"{k.upper()} (patches)", at[k]) for k in ("tp", "fp", "fn", "tn")]
-    frame = pd.DataFrame(rows, columns=["metric", "value"])
+# --------------------------------------------------------------------------- intervals
+CI_LEVEL_TEXT = "95% CI"
+
+
+def value_text(value) -> str:
+    """A metric for a tile: 3 decimals, or 'not defined' (never 'nan')."""
+    return "not defined" if value is None or not np.isfinite(value) else f"{value:.3f}"
+
+
+def ci_text(iv: dict | None) -> str:
+    """'95% CI 0.702 to 0.790' (plus the share of resamples without a value), or 'not defined' text."""
+    if not iv or not np.isfinite(iv.get("estimate", np.nan)):
+        return f"{CI_LEVEL_TEXT} not defined"
+    if not np.isfinite(iv.get("low", np.nan)):
+        return f"{CI_LEVEL_TEXT} not defined (undefined in every resample)"
+    text = f"{CI_LEVEL_TEXT} {iv['low']:.3f} to {iv['high']:.3f}"
+    share = iv.get("undefined_share") or 0.0
+    return text + (f"; undefined in {100 * share:.0f}% of resamples" if share > 0 else "")
+
+
+def tile_caption(value, iv: dict | None, reason: str = "", unavailable: str = "") -> str:
+    """The line under a metric tile: its interval, or why there is none.
+
+    ``reason``: why the value itself is undefined (e.g. 'all 812 patches are IDC-negative');
+    ``unavailable``: why the split has no intervals at all, in a few words (e.g. 'only 1 patient').
+    """
+    if value is None or not np.isfinite(value):
+        return f"not defined: {reason}" if reason else "not defined on this split"
+    if unavailable:
+        return f"{CI_LEVEL_TEXT} not defined ({unavailable})"
+    return ci_text(iv)
+
+
+def bootstrap_text(info: dict | None, unavailable: str = "", curves_source: str = "") -> str:
+    """The caption under the tiles: how the intervals were made, or why there are none."""
+    if info is None:
+        return (f"95% intervals not defined: {unavailable}. Patches of one patient are not independent, so "
+                "the intervals resample patients, never patches.")
+    n, n_boot = info["n_patients"], info["n_boot"]
+    text = (f"95% intervals: bootstrap over the {n:,} patients of the split ({n_boot:,} resamples); patches of one "
+            "patient are not independent, so patients, not patches, are resampled.")
+    if curves_source:
+        text += (" ROC-AUC and PR-AUC intervals from evaluation.json." if curves_source == "evaluation.json"
+                 else " ROC-AUC and PR-AUC intervals computed for this view.")
+    return text
+
+
+INTERVAL_KEYS = (*metrics.METRIC_NAMES, "roc_auc", "pr_auc")
+
+
+def metrics_frame(at: dict, areas: dict, split: str, described: dict, run_name: str,
+                  intervals: dict | None = None, reasons: dict | None = None, interval_method: str = "",
+                  unavailable: str = "") -> pd.DataFrame:
+    """The metrics table as shown and exported: one row per metric, each with its scope.
+
+    ``intervals``: {metric: interval dict} (threshold metrics, 'roc_auc', 'pr_auc') for the ``low`` and
+    ``high`` columns (empty where there is none); ``reasons``: {metric: why it is undefined} for the
+    ``note`` column; ``interval_method`` names how the intervals were made; ``unavailable`` why the
+    split has no intervals (e.g. one patient).
+    """
+    intervals, reasons = intervals or {}, reasons or {}
+    keyed = [(METRIC_LABELS[k], k, at[k]) for k in METRIC_LABELS]
+    keyed += [("ROC-AUC (threshold-free)", "roc_auc", areas["roc_auc"]),
+              ("PR-AUC (threshold-free)", "pr_auc", areas["pr_auc"]), ("ECE (calibration error)", "ece", areas["ece"])]
+    keyed += [(f"{k.upper()} (patches)", k, at[k]) for k in ("tp", "fp", "fn", "tn")]
+    rows = []
+    for label, key, value in keyed:
+        iv = intervals.get(key) or {}
+        low, high = iv.get("low", np.nan), iv.get("high", np.nan)
+        if value is None or not np.isfinite(value):
+            note = f"not defined: {reasons[key]}" if reasons.get(key) else "not defined on this split"
+        elif unavailable and key in INTERVAL_KEYS:
+            note = f"interval not defined: {unavailable}"
+        elif key in intervals and not np.isfinite(low):
+            note = "interval not defined (undefined in every resample)"
+        elif iv.get("undefined_share"):
+            note = f"interval over the {100 * (1 - iv['undefined_share']):.0f}% of resamples where it is defined"
+        else:
+            note = ""
+        rows.append((label, value, low, high, note))
+    frame = pd.DataFrame(rows, columns=["metric", "value", "low", "high", "note"])
+    has_interval = frame["low"].notna()
+    frame["interval"] = np.where(has_interval, interval_method, "")
     return frame.assign(threshold=at["threshold"], split=split, patients=described["n_patients"],
                         patches=described["n_patches"], run=run_name)

@@ -18,7 +18,7 @@ import streamlit as st
 
 from app import cohort, slides
 from app.reviews import NewerSchemaError, ReviewStore, RunReviews, problem_text
-from pipeline import evaluate, metrics, store
+from pipeline import compare_runs, evaluate, metrics, store, uncertainty
 
 RUNS_ENV = "IDC_RUNS"
 SPLIT_ORDER = tuple(reversed(store.SPLITS))  # the pipeline's splits, test first: what a reviewer opens first
@@ -148,6 +148,61 @@ def _curves(_run: store.Run, key: str, split: str) -> dict:
     return out
 
 
+@dataclass(frozen=True)
+class SplitBootstrap:
+    """The patient-level bootstrap of one split (its resamples drawn once), or why there is none."""
+
+    boot: uncertainty.PatientBootstrap | None
+    unavailable: str  # why there are no intervals ('' when ``boot`` is set), e.g. a split of one patient
+    short: str = ""   # the same in a few words, for a metric tile
+
+
+def bootstrap(run: store.Run, split: str) -> SplitBootstrap:
+    """The split's :class:`pipeline.uncertainty.PatientBootstrap`, built once per run version and split;
+    ``boot.metrics_at(threshold)`` then gives the intervals at any threshold in a few milliseconds."""
+    return _bootstrap(run, run_key(run), split)
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _bootstrap(_run: store.Run, key: str, split: str) -> SplitBootstrap:
+    data = split_data(_run, split)
+    n = data.described["n_patients"]
+    if n < 2:
+        return SplitBootstrap(None, f"a patient-level bootstrap needs at least 2 patients, and the {split} split "
+                                    f"has {n}", f"only {n} patient")
+    try:
+        return SplitBootstrap(uncertainty.PatientBootstrap(data.rows["patient_id"].to_numpy(), data.label,
+                                                           data.prob), "")
+    except ValueError as exc:
+        return SplitBootstrap(None, str(exc), "see below")
+
+
+def curve_intervals(run: store.Run, split: str) -> dict:
+    """{'roc_auc', 'pr_auc'[, 'roc_auc_patch'], 'source'}: the split's threshold-free intervals, from
+    evaluation.json when it holds them for the same patients and resamples, else computed once
+    (cached); {} when the split has no bootstrap."""
+    return _curve_intervals(run, run_key(run), split)
+
+
+@st.cache_resource(max_entries=16, show_spinner="Computing ROC-AUC and PR-AUC intervals...")
+def _curve_intervals(_run: store.Run, key: str, split: str) -> dict:
+    boot = bootstrap(_run, split).boot
+    if boot is None:
+        return {}
+    saved = ((_run.evaluation.get("splits") or {}).get(split) or {}).get("intervals") or {}
+    info = boot.info()
+    same = all(saved.get(k) == info[k] for k in ("n_boot", "seed", "level", "n_patients", "n_patches"))
+    if same and "roc_auc" in saved and "pr_auc" in saved:
+        out = {k: saved[k] for k in ("roc_auc", "pr_auc", "roc_auc_patch") if k in saved}
+        out["source"] = store.EVALUATION
+    else:  # an evaluation.json written before intervals existed, or with other resamples
+        out = {**boot.curve_metrics(), "source": "computed"}
+        if _run.has_context:
+            patch = split_data(_run, split).rows["prob_patch"].to_numpy()
+            out["roc_auc_patch"] = boot.with_probs(patch).curve_metrics(pr_auc=False)["roc_auc"]
+    return out
+
+
 def patients(run: store.Run) -> pd.DataFrame:
     """One row per patient: patient_id, split, patches; ordered by split (test first) then id."""
     return _patients(run, run_key(run))
@@ -206,6 +261,8 @@ def _explainer(_run: store.Run, key: str):
     from model.explain import Explainer
     from model.architectures import LAST_CONV
 
+    if _run.cam_unavailable:  # imported scores, or a user's model without a layer to explain
+        raise store.ArtifactError(_run.cam_unavailable)
     path = _run.path / store.MODEL
     if not path.exists():
         raise store.ArtifactError(f"{path} is missing; Grad-CAM needs the trained model: re-run the pipeline.")
@@ -259,3 +316,27 @@ def run_reviews(run: store.Run) -> RunReviews:
         return review_store(str(run.path)).resolved(run.table, file)
     except (sqlite3.Error, NewerSchemaError) as exc:
         return RunReviews.unavailable(file, problem_text(file, exc, public_message(exc, run.path)))
+
+
+# --------------------------------------------------------------------------- two runs compared
+def run_pairs(run_a: store.Run, run_b: store.Run) -> pd.DataFrame:
+    """The patches both runs scored (pipeline.compare_runs.pair_tables), matched once per version of
+    the two runs; raises UsageError (different cohorts, labels that disagree) naming both runs."""
+    return _run_pairs(run_a, run_b, run_key(run_a), run_key(run_b))
+
+
+@st.cache_resource(max_entries=4, show_spinner="Matching the two runs' patches...")
+def _run_pairs(_run_a: store.Run, _run_b: store.Run, key_a: str, key_b: str) -> pd.DataFrame:
+    return compare_runs.pair_tables(_run_a.table, _run_b.table, names=(f"run A ({_run_a.name})",
+                                                                       f"run B ({_run_b.name})"))
+
+
+def paired_split(run_a: store.Run, run_b: store.Run, split: str) -> compare_runs.PairedSplit:
+    """The compared patches of ``split`` and their PairedBootstrap, drawn once per (run A version, run B
+    version, split): moving the threshold then costs milliseconds (ROC-AUC is computed once, too)."""
+    return _paired_split(run_a, run_b, run_key(run_a), run_key(run_b), split)
+
+
+@st.cache_resource(max_entries=8, show_spinner="Drawing the bootstrap over patients...")
+def _paired_split(_run_a: store.Run, _run_b: store.Run, key_a: str, key_b: str, split: str) -> compare_runs.PairedSplit:
+    return compare_runs.paired_split(run_pairs(_run_a, _run_b), split)

@@ -1,4 +1,4 @@
-"""The pathologist review dashboard for IDC histopathology: ``streamlit run app/main.py``.
+"""The pathologist review dashboard for IDC histopathology: ``python -m app`` (or ``make app``).
 
 Lists the pipeline's run folders under ./runs (or $IDC_RUNS), newest first. The sidebar (run,
 split, threshold) is shared by every page. Each run of this script: switch to the page a callback
@@ -24,6 +24,7 @@ pages = {
     "patient": st.Page(state.PAGES["patient"], title="Patient viewer", icon=":material/biotech:"),
     "inspector": st.Page(state.PAGES["inspector"], title="Patch inspector", icon=":material/zoom_in:"),
     "errors": st.Page(state.PAGES["errors"], title="Errors & review queue", icon=":material/report:"),
+    "compare": st.Page(state.PAGES["compare"], title="Compare runs", icon=":material/compare_arrows:"),
     "reviews": st.Page(state.PAGES["reviews"], title="Reviews", icon=":material/rate_review:", url_path="reviews"),
 }
 navigation = st.navigation(list(pages.values()))
@@ -44,6 +45,7 @@ with st.sidebar:
     ui.footer()
 if run is not None:
     ui.synthetic_banner(run)
+    ui.provenance_caption(run)
     try:
         navigation.run()
     finally:  # also after a page stops early, so the URL always matches what is shown

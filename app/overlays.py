@@ -13,6 +13,7 @@ import numpy as np
 
 from app import slides
 from app.selection import OUTCOMES, outcome_codes
+from pipeline.compare_runs import AGREEMENT, agreement_outcomes
 
 # Okabe & Ito (2008), "Color Universal Design".
 OKABE_ITO = {
@@ -29,6 +30,14 @@ REVIEW_COLOURS = {"agree": OKABE_ITO["blue"], "label_wrong": OKABE_ITO["yellow"]
 # Cividis: perceptually uniform and readable with colour-vision deficiencies (Nuñez et al. 2018).
 PROBABILITY_RAMP = ("#00224e", "#123570", "#3b496c", "#575d6d", "#707173",
                     "#8a8678", "#a59c74", "#c3b369", "#e1cc55", "#fee838")
+
+# Two runs on one slide (the Compare runs page): which run's call is right where they disagree, in
+# the two colours Okabe & Ito pair for contrast; where they agree, green (both right) or purple (both wrong).
+AGREEMENT_COLOURS = {
+    "A only right": OKABE_ITO["orange"], "B only right": OKABE_ITO["blue"],
+    "both right": OKABE_ITO["bluish_green"], "both wrong": OKABE_ITO["reddish_purple"],
+}
+DISAGREEMENT = "Disagreement (A vs B)"
 
 OVERLAY_NAMES = ("Ground truth", "Prediction", "Probability", "Errors (TP/FP/FN/TN)", "Reviews")
 # Runs with neighbourhood context also offer the CNN's own view, to see what the context changed.
@@ -81,6 +90,23 @@ def build(name: str, rows, threshold: float, shape: tuple[int, int], review_verd
         return Overlay(name, slides.cell_grid(x, y, codes, shape), tuple(REVIEW_COLOURS.values()),
                        tuple(f"review: {v}" for v in verdicts))
     raise ValueError(f"unknown overlay {name!r}; choose from {', '.join((*OVERLAY_NAMES, PATCH_ALONE))}")
+
+
+def disagreement(rows, prob_a, prob_b, threshold_a: float, threshold_b: float, shape: tuple[int, int],
+                 agreeing: bool = True) -> Overlay:
+    """The "Disagreement (A vs B)" overlay: per patch, which of two runs' calls is right (A at
+    ``threshold_a``, B at ``threshold_b``; pipeline.compare_runs.agreement_outcomes).
+
+    rows: one patient's table rows (x, y, label); prob_a, prob_b: the runs' probabilities aligned
+    with them (NaN where a run did not score the patch: transparent). ``agreeing=False`` leaves the
+    patches where both runs make the same call transparent, so only the disagreements are coloured.
+    """
+    codes = agreement_outcomes(rows["label"].to_numpy(), prob_a, prob_b, threshold_a, threshold_b).astype(np.float64)
+    codes[codes < 0] = np.nan
+    if not agreeing:
+        codes[codes >= AGREEMENT.index("both right")] = np.nan
+    return Overlay(DISAGREEMENT, slides.cell_grid(rows["x"].to_numpy(), rows["y"].to_numpy(), codes, shape),
+                   tuple(AGREEMENT_COLOURS[a] for a in AGREEMENT), AGREEMENT)
 
 
 def cell_colours(overlay: Overlay) -> tuple[np.ndarray, np.ndarray]:

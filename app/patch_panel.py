@@ -41,6 +41,8 @@ def _framed(image: np.ndarray) -> np.ndarray:
 
 def _probability_text(run: store.Run, patch_row) -> str:
     """The final P(IDC) and what it is made of: the patch alone (what Grad-CAM explains), the raw output."""
+    if store.provenance(run.meta)["kind"] == "imported":
+        return f"**P(IDC):** {float(patch_row['prob']):.3f} (as imported, used as given: not calibrated here)"
     raw = f"{float(patch_row['prob_uncalibrated']):.3f} model output before calibration"
     if run.has_context:
         return (f"**P(IDC):** {float(patch_row['prob']):.3f} (with neighbourhood context; the patch alone "
@@ -90,6 +92,9 @@ def _images(run: store.Run, row: int, patch: np.ndarray, size: tuple[int, int], 
     patch_col.image(_framed(_with_region(slides.upscale_nearest(patch, ZOOM), region)),
                     caption=f"Patch, {ZOOM}x, pixels as scanned", width="content")
     context_col.image(context, caption="With its 8 neighbours (white: no tissue patch)", width="content")
+    if run.cam_unavailable:  # said as a fact of the run, not as a failure
+        cam_col.info(f"{method} unavailable: {run.cam_unavailable}.", icon=":material/info:")
+        return
     try:
         cam = loaders.cams(run, (row,), method)[0]
     except (store.ArtifactError, ValueError) as exc:

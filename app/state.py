@@ -45,6 +45,7 @@ PAGES = {  # page scripts, relative to app/main.py (app/views, not app/pages: se
     "patient": "views/patient.py",
     "inspector": "views/inspector.py",
     "errors": "views/errors.py",
+    "compare": "views/compare.py",
     "reviews": "views/review_log.py",
 }
 _RUN = "_loaded_run"  # the run resolve_view loaded (None when it is broken): read through current_run()

@@ -29,6 +29,19 @@ def synthetic_banner(run: store.Run) -> None:
                    "the tool; its numbers say nothing about IDC in real slides.", icon=":material/science:")
 
 
+def provenance_caption(run: store.Run) -> None:
+    """Where the run's scores came from (trained here, imported from a file, a user's model): on every page."""
+    text = run.provenance
+    counts = run.meta.get("stages", {}).get("import")
+    if store.provenance(run.meta)["kind"] == "imported" and counts and counts.get("problems"):
+        text += (f" {counts['rows_not_used']:,} of {counts['rows']:,} rows of the scores file were not used and "
+                 f"{counts['patches_without_score']:,} patches had no score (left out of this run); each is listed "
+                 f"with its reason in `{run.name}/{store.SCORE_IMPORT_REPORT}`.")
+    # Small grey text like a caption, but not an st.caption: a page's own first caption stays its scope line.
+    text = text.replace("[", "\\[").replace("]", "\\]")  # a file named with brackets cannot end the directive
+    st.markdown(f":small[:gray[:material/output: {text}]]")
+
+
 def network_warning() -> None:
     """Warn when the server listens beyond this machine without anyone having asked for it.
 

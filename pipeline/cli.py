@@ -1,4 +1,4 @@
-"""Command line: idc (or python -m pipeline) {synth,run,score,compare} ...  (see README).
+"""Command line: idc (or python -m pipeline) COMMAND ...; `idc --help` lists the commands (see README).
 
 Each command's options and handler live with its stage, as ``add_arguments(parser)`` and
 ``run_command(args) -> int`` in the module named below; this module only lists the commands,
@@ -22,7 +22,9 @@ COMMANDS = {
     "synth": ("pipeline.synth", "generate the synthetic default cohort (dataset layout, labelled SYNTHETIC)"),
     "run": ("pipeline.run", "ingest a dataset folder, split by patient, train, score every patch, evaluate"),
     "score": ("pipeline.score", "score new patient folders with an already trained run"),
+    "import-scores": ("pipeline.import_scores", "a run from any model's per-patch scores (CSV or Parquet)"),
     "compare": ("pipeline.compare", "train several architectures under the same budget on the same split"),
+    "compare-runs": ("pipeline.compare_runs", "two runs of one cohort compared, paired, with patient-level intervals"),
 }
 
 # What the command line reports as one "error: ..." line (exit 2): the user's input or artifacts.

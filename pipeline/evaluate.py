@@ -1,7 +1,9 @@
 """The evaluation report: threshold presets chosen on validation, measured on test (and every split).
 
 Every figure says which split and how many patients and patches it was measured on, since a
-number without its denominator cannot be judged.
+number without its denominator cannot be judged, and carries its 95% interval from a bootstrap over
+the split's *patients* (``intervals``; :mod:`pipeline.uncertainty`), since patches of one patient
+are not independent.
 """
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline import metrics, store
+from pipeline import metrics, store, uncertainty
 from pipeline.store import TEST, TRAIN, VAL
 
 PRESET_LABELS = {
@@ -32,18 +34,34 @@ def describe(rows: pd.DataFrame) -> dict:
 
 
 def per_patient_table(rows: pd.DataFrame, threshold: float) -> pd.DataFrame:
-    """One row per patient: patches, true and predicted IDC %, F1, sensitivity, specificity, errors."""
+    """One row per patient: patches, true and predicted IDC %, F1, sensitivity, specificity, errors,
+    and each patient's share of the errors of ``rows`` (the split) at ``threshold``.
+
+    ``error_share_pct`` is the patient's FP+FN as a percentage of all FP+FN of ``rows``;
+    ``fp_share_pct`` and ``fn_share_pct`` the same for false positives and false negatives alone.
+    Each sums to 100 over the patients; it is 0 for every patient when ``rows`` has no such error.
+    Rows are ordered by patient id (sort by a share to see which patients the errors come from).
+    """
     codes, pids = pd.factorize(rows["patient_id"], sort=True)
     c = metrics.grouped_confusion_at(codes, rows["label"].to_numpy(), rows["prob"].to_numpy(), threshold, len(pids))
     r = metrics.rates_from_counts(**c)
     n = c["tn"] + c["fp"] + c["fn"] + c["tp"]
+    errors = c["fp"] + c["fn"]
     split = rows.groupby(codes)["split"].first().to_numpy() if "split" in rows else ""
     return pd.DataFrame({
         "patient_id": np.asarray(pids, dtype=str), "split": split, "patches": n,
         "true_idc_pct": 100 * (c["tp"] + c["fn"]) / n, "pred_idc_pct": 100 * (c["tp"] + c["fp"]) / n,
         "f1": r["f1"], "sensitivity": r["sensitivity"], "specificity": r["specificity"],
-        "false_pos": c["fp"], "false_neg": c["fn"], "errors": c["fp"] + c["fn"],
+        "false_pos": c["fp"], "false_neg": c["fn"], "errors": errors,
+        "error_share_pct": _share_pct(errors), "fp_share_pct": _share_pct(c["fp"]),
+        "fn_share_pct": _share_pct(c["fn"]),
     })
+
+
+def _share_pct(counts: np.ndarray) -> np.ndarray:
+    """Each entry as a percentage of the total (all 0 when the total is 0: no error to share)."""
+    total = counts.sum()
+    return 100.0 * counts / total if total else np.zeros(len(counts))
 
 
 def undefined_metrics(counts: dict, split: str) -> tuple[dict[str, str], list[str]]:
@@ -73,7 +91,25 @@ def undefined_metrics(counts: dict, split: str) -> tuple[dict[str, str], list[st
     return {k: why for k in names} | also, [warning]
 
 
-def evaluate_split(rows: pd.DataFrame, thresholds: dict[str, float], split: str = "this split") -> dict:
+def split_intervals(rows: pd.DataFrame, thresholds: dict[str, float], patch_alone: bool = False) -> dict:
+    """95% patient-bootstrap intervals of one split (:func:`pipeline.uncertainty.bootstrap_summary`):
+    ROC-AUC, PR-AUC and every threshold metric at each preset, with the method, resamples, seed, level
+    and patient/patch counts; ``unavailable`` (the reason) instead when the split has < 2 patients.
+
+    ``patch_alone`` adds ``roc_auc_patch``, the patch-alone score's ROC-AUC interval on the same
+    resamples (the draw depends only on the number of patients, the resample count and the seed).
+    """
+    pids, y = rows["patient_id"].to_numpy(), rows["label"].to_numpy()
+    out = uncertainty.bootstrap_summary(pids, y, rows["prob"].to_numpy(), thresholds)
+    if patch_alone and "unavailable" not in out and "prob_patch" in rows:
+        boot = uncertainty.PatientBootstrap(pids, y, rows["prob_patch"].to_numpy(), n_boot=out["n_boot"],
+                                            seed=out["seed"], level=out["level"])
+        out["roc_auc_patch"] = boot.curve_metrics(pr_auc=False)["roc_auc"]
+    return out
+
+
+def evaluate_split(rows: pd.DataFrame, thresholds: dict[str, float], split: str = "this split",
+                   patch_intervals: bool = False) -> dict:
     y, p = rows["label"].to_numpy(), rows["prob"].to_numpy()
     out = describe(rows)
     out["undefined"], out["warnings"] = undefined_metrics(out, split)
@@ -83,6 +119,8 @@ def evaluate_split(rows: pd.DataFrame, thresholds: dict[str, float], split: str 
         out["roc_auc_patch"] = metrics.roc_auc(y, rows["prob_patch"].to_numpy())
         out["pr_auc_patch"] = metrics.average_precision(y, rows["prob_patch"].to_numpy())
     out["at"] = {name: metrics.metrics_at(y, p, t) for name, t in thresholds.items()}
+    if len(y):
+        out["intervals"] = split_intervals(rows, thresholds, patch_alone=patch_intervals)
     if "prob_uncalibrated" in rows:
         out["ece_uncalibrated"] = metrics.expected_calibration_error(y, rows["prob_uncalibrated"].to_numpy())
     out["ece"] = metrics.expected_calibration_error(y, p)
@@ -130,7 +168,7 @@ def evaluate(table: pd.DataFrame, thresholds: dict[str, float] | None = None,
     for split in (TEST, VAL, TRAIN, "all"):
         rows = split_rows(table, split)
         if len(rows):
-            report["splits"][split] = evaluate_split(rows, thresholds, split)
+            report["splits"][split] = evaluate_split(rows, thresholds, split, patch_intervals=bool(context))
             report["warnings"] += report["splits"][split]["warnings"]
     if mean_rgb is not None and TEST in report["splits"]:
         baseline = mean_colour_baseline(table, mean_rgb)
@@ -139,7 +177,7 @@ def evaluate(table: pd.DataFrame, thresholds: dict[str, float] | None = None,
             report["splits"][TEST]["undefined"]["mean_colour_baseline_roc_auc"] = \
                 "needs both classes on the train and on the test split"
     primary = thresholds.get("f1_optimal", 0.5)
-    report["per_patient"] = {"threshold": primary,
+    report["per_patient"] = {"threshold": primary, "shares_of": "the errors of all splits together",
                              "rows": per_patient_table(table, primary).to_dict(orient="records")}
     return report
 
@@ -148,6 +186,48 @@ def _num(value, width: int = 0) -> str:
     """A metric to 3 decimals, or 'n/a' when it is undefined (NaN or None): never a bare 'nan'."""
     text = "n/a" if value is None or not np.isfinite(value) else f"{value:.3f}"
     return f"{text:>{width}}"
+
+
+def interval_text(iv: dict | None, level: float = uncertainty.DEFAULT_LEVEL) -> str:
+    """'0.747 (95% CI 0.702 to 0.790)'; 'n/a' when the value is undefined; says when some resamples had no value."""
+    if not iv or iv.get("estimate") is None or not np.isfinite(iv["estimate"]):
+        return "n/a"
+    pct = f"{100 * level:g}%"
+    if not np.isfinite(iv["low"]):
+        return f"{iv['estimate']:.3f} ({pct} CI n/a: undefined in every resample)"
+    share = iv.get("undefined_share") or 0.0
+    extra = f"; undefined in {100 * share:.0f}% of resamples" if share > 0 else ""
+    return f"{iv['estimate']:.3f} ({pct} CI {iv['low']:.3f} to {iv['high']:.3f}{extra})"
+
+
+HEADLINE_METRICS = (("f1", "F1"), ("sensitivity", "sensitivity"), ("specificity", "specificity"),
+                    ("precision", "precision"), ("balanced_accuracy", "balanced accuracy"), ("mcc", "MCC"))
+
+
+def format_intervals(report: dict, split: str) -> list[str]:
+    """The split's headline figures with their patient-bootstrap intervals, as report lines."""
+    s = report["splits"][split]
+    ivs = s.get("intervals")
+    if not ivs:
+        return []
+    level = ivs.get("level", uncertainty.DEFAULT_LEVEL)
+    head = f"  {100 * level:g}% intervals"
+    if "unavailable" in ivs:
+        return [f"{head}: not available on the {split} split ({ivs['unavailable']})"]
+    lines = [f"{head}: bootstrap over the {ivs['n_patients']:,} patients of the {split} split "
+             f"({ivs['n_boot']:,} resamples, seed {ivs['seed']}); the interval is over patients, since patches "
+             "of one patient are not independent",
+             f"    ROC-AUC {interval_text(ivs.get('roc_auc'), level)}   PR-AUC {interval_text(ivs.get('pr_auc'), level)}"]
+    if report.get("context") and "roc_auc_patch" in ivs:
+        lines.append(f"    the patch alone: ROC-AUC {interval_text(ivs['roc_auc_patch'], level)}")
+    at = ivs.get("at", {})
+    name = "f1_optimal" if "f1_optimal" in at else next(iter(at), None)
+    if name is not None:
+        items = [f"{label} {interval_text(at[name].get(key), level)}" for key, label in HEADLINE_METRICS]
+        lines.append(f"    at {PRESET_LABELS.get(name, name)} {at[name]['threshold']:.3f}: " + "   ".join(items[:3]))
+        lines.append("      " + "   ".join(items[3:]))
+    lines += [f"    WARNING: {w}" for w in ivs.get("warnings", [])]
+    return lines
 
 
 def format_report(report: dict, split: str = TEST) -> str:
@@ -181,6 +261,7 @@ def format_report(report: dict, split: str = TEST) -> str:
             + "".join(_num(m[k], 7) for k in ("precision", "sensitivity", "specificity", "f1", "balanced_accuracy", "mcc"))
             + f"   {m['tp']}/{m['fp']}/{m['fn']}/{m['tn']}"
         )
+    lines += format_intervals(report, split)
     return "\n".join(lines)
 
 

@@ -64,7 +64,7 @@ def run_pipeline(data: Path | str, out: Path | str, config: TrainConfig = TrainC
     train_fp = _stage_train(out, split_fp, config)
     score_fp = score.stage_score(out, train_fp, tta, use_context=use_context)
     report = evaluate.stage_evaluate(out, score_fp)
-    store.update_meta(out, thresholds=report["thresholds"])
+    store.update_meta(out, thresholds=report["thresholds"], source={"kind": "trained"})
     _log(evaluate.format_report(report))
     return report
 
@@ -91,5 +91,5 @@ def run_command(args: argparse.Namespace) -> int:
     out = args.out or Path("runs") / args.data.resolve().name
     run_pipeline(args.data, out, config, tta=args.tta, use_context=args.context, workers=args.workers,
                  force=args.force)
-    print(f"run folder: {out}  (open it with: streamlit run app/main.py)")
+    print(f"run folder: {out}  (open it with: make app, or python -m app)")
     return 0

@@ -1,7 +1,7 @@
 """Which folder a run may write into: a run folder belongs to the command and inputs that made it.
 
-`run` and `score` both claim their --out folder here before writing anything, so the rule is the
-same for both: a new or empty folder, or the same command's own folder from the same data (and
+`run`, `score` and `import-scores` claim their --out folder here before writing anything, so the rule
+is the same for all: a new or empty folder, or the same command's own folder from the same data (and
 trained run), is resumed; anything else is refused with the fix, or moved aside with --force.
 """
 from __future__ import annotations
@@ -16,7 +16,8 @@ from pipeline.errors import UsageError
 # files), and the pipeline's hidden temporary and resume files (every one starts with a dot).
 RUN_FILES = frozenset({store.RUN_META, store.MANIFEST, store.PATCHES, store.INGEST_REPORT, store.SPLIT,
                        store.MODEL, store.HISTORY, store.SCORES, store.EVALUATION, store.REGION_MASKS,
-                       store.REVIEWS, f"{store.REVIEWS}-wal", f"{store.REVIEWS}-shm", f"{store.REVIEWS}-journal"})
+                       store.SCORE_IMPORT_REPORT, store.REVIEWS, f"{store.REVIEWS}-wal", f"{store.REVIEWS}-shm",
+                       f"{store.REVIEWS}-journal"})
 
 
 def _made_by(meta: dict) -> dict:
@@ -32,13 +33,14 @@ def _made_by(meta: dict) -> dict:
 
 
 def _differences(found: dict, wanted: dict) -> list[str]:
-    names = {"command": "made by `pipeline {}`", "data_root": "data {}", "source_run": "scored with the model of {}"}
+    names = {"command": "made by `pipeline {}`", "data_root": "data {}", "source_run": "scored with the model of {}",
+             "scores_file": "scores imported from {}", "model_file": "scored by the model {}"}
     return [names[k].format(found.get(k)) for k in names
             if found.get(k) is not None and found.get(k) != wanted.get(k)]
 
 
 def claim_run_folder(out: Path, command: str, data: Path, source_run: Path | None = None,
-                     force: bool = False) -> None:
+                     force: bool = False, scores_file: Path | None = None, model_file: Path | None = None) -> None:
     """Make sure ``out`` is this command's own run folder before anything is written into it.
 
     A new or empty folder, or one that the same command made from the same data (and, for `score`,
@@ -46,11 +48,16 @@ def claim_run_folder(out: Path, command: str, data: Path, source_run: Path | Non
     (another run's artifacts, or files the pipeline does not write, which may be the user's) is
     refused, naming the folder and the fix, so that no run ever overwrites another or the user's
     files. With ``force`` the folder is moved aside to ``<out>.replaced-<time>``, never deleted.
-    Used by both `run` and `score`, so the rule is the same for both.
+    Used by `run`, `score` and `import-scores`, so the rule is the same for all. ``scores_file``
+    (import-scores) and ``model_file`` (score --model) are part of what made the folder: importing
+    another file, or scoring with another model, into it is refused like another run.
     """
     out, data = Path(out), Path(data)
     wanted = {"command": command, "data_root": str(data.resolve()),
               "source_run": str(Path(source_run).resolve()) if source_run else None}
+    for key, path in (("scores_file", scores_file), ("model_file", model_file)):
+        if path is not None:  # only when given, so the folders of run and score keep their record
+            wanted[key] = str(Path(path).resolve())
     # Checked before the run folder is made: a mistyped --data leaves nothing behind.
     try:
         what = "" if data.is_dir() else ("is not a folder" if data.exists() else "does not exist")
@@ -61,7 +68,8 @@ def claim_run_folder(out: Path, command: str, data: Path, source_run: Path | Non
                                 f"folders (or {ingest.ARCHIVE_SUBDIR}/) with --data")
     # Never in the folder the inputs live in, even with --force: moving it aside would move them too.
     resolved = out.resolve()
-    for what, path in (("the data folder", data), ("the trained run", source_run)):
+    for what, path in (("the data folder", data), ("the trained run", source_run), ("the scores file", scores_file),
+                       ("the model file", model_file)):
         if path is not None and (Path(path).resolve() == resolved or resolved in Path(path).resolve().parents):
             raise UsageError(f"--out {out} holds {what} {path}; pass --out a new folder outside it.")
     problem = _folder_problem(out, wanted)

@@ -6,8 +6,10 @@ scaling (Guo et al. 2017, plus a bias, see fit_calibration) maps the model's log
 affine function fitted on validation, which makes probabilities honest without moving the ranking.
 
 This module is also the score stage of a run (``stage_score``: raw scores, calibration and the
-neighbourhood context, pipeline.context) and the `score` command (``score_new_data``: new patients
-scored with a trained run's model, calibration, context weights and thresholds).
+neighbourhood context, pipeline.context) and the `score` command: ``score_new_data`` (``--run``: new
+patients scored with a trained run's model, calibration, context weights and thresholds) and
+``score_user_model`` (``--model``: a user's own Keras model, wrapped by model/user_model.py, on a
+patient split of the data, calibrated and thresholded on its val split, measured on test).
 """
 from __future__ import annotations
 
@@ -17,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import context, evaluate, ingest, runfolder, store
+from pipeline import context, evaluate, ingest, runfolder, split, store
 from pipeline.errors import UsageError, check_int, positive_int
 from pipeline.logistic import fit_logistic, logit, sigmoid
+from pipeline.names import PATCH_SIZE
 from pipeline.store import TEST, VAL
 
 IDENTITY = {"temperature": 1.0, "bias": 0.0}
@@ -122,6 +125,10 @@ def score_new_data(source_run: Path | str, data: Path | str, out: Path | str, wo
     if workers is not None:
         check_int("workers", workers, 1)
     src_meta = store.read_meta(source_run)
+    if store.provenance(src_meta)["kind"] == "imported":
+        raise store.ArtifactError(f"{source_run} holds imported scores ({store.cam_unavailable(src_meta)}), so it "
+                                  "cannot score new patients; import their scores with `python -m pipeline "
+                                  "import-scores`, or score them with the model itself: `score --model FILE.keras`.")
     if "thresholds" not in src_meta or not (source_run / store.MODEL).exists():
         raise store.ArtifactError(
             f"{source_run} is not a finished, trained run (no model.keras or thresholds in run.json); "
@@ -146,7 +153,9 @@ def score_new_data(source_run: Path | str, data: Path | str, out: Path | str, wo
             shutil.copyfile(source_run / store.MODEL, tmp)
         store.mark_stage(out, "train", model_fp, source_run=str(source_run.resolve()))
     store.update_meta(out, arch=src_meta.get("arch"), cam_layer=src_meta.get("cam_layer"),
-                      source_run=str(source_run.resolve()))
+                      source_run=str(source_run.resolve()),
+                      source={"kind": "scored_with_run", "run": str(source_run.resolve()),
+                              "run_source": store.provenance(src_meta)})
     # The source run's calibration and context weights are carried over, never refitted: new
     # patients have no labels to fit on, and refitting would change what a threshold means.
     score_fp = stage_score(out, model_fp, bool(src_meta.get("tta")),
@@ -158,17 +167,115 @@ def score_new_data(source_run: Path | str, data: Path | str, out: Path | str, wo
     return report
 
 
+# --------------------------------------------------------------------------- `score --model`: a user's model
+CHECK_PATCHES = 32  # patches the wrapped model is checked on before scoring
+
+
+def score_user_model(model_file: Path | str, data: Path | str, out: Path | str, *, input_range: str = "0-255",
+                     output: str = "probability", idc_index: int = -1, cam_layer: str | None = None,
+                     use_context: bool = False, tta: bool = False, seed: int = 0, workers: int | None = None,
+                     force: bool = False) -> dict:
+    """Score ``data`` with a user's own Keras model: a run folder like a trained one, Grad-CAM included.
+
+    The model is checked and wrapped by model.user_model (its input range and output kind are the
+    user's declaration, checked on a few real patches); the data is split by patient like a
+    trained run (``seed``), so calibration, the optional neighbourhood context and the threshold
+    presets are fitted on val and measured on test. The wrapped model is saved as the run's
+    model.keras, so the app's Grad-CAM reads it (run.json's cam_layer), and the raw output is kept
+    as prob_uncalibrated. ``out`` follows runfolder.claim_run_folder (the model file is part of
+    what made it).
+    """
+    from model.user_model import UserModelError, check_on_patches, load_user_model  # imports TensorFlow
+
+    model_file, out = Path(model_file), Path(out)
+    if workers is not None:
+        check_int("workers", workers, 1)
+    try:  # before anything is written: a file that does not fit leaves nothing behind
+        wrapped = load_user_model(model_file, PATCH_SIZE, input_range=input_range, output=output,
+                                  idc_index=idc_index, cam_layer=cam_layer)
+    except UserModelError as exc:
+        raise UsageError(str(exc)) from None
+    sha = store.file_sha256(model_file)
+    runfolder.claim_run_folder(out, "score", Path(data), force=force, model_file=model_file)
+    info = ingest.ingest(data, out, workers=workers)
+    print(ingest.summarise(info, out), flush=True)
+    split_fp = split.stage_split(out, seed)
+    print(split.format_summary(out), flush=True)
+    print(f"score: {model_file.name} scores every patch; calibration{', context' * use_context} and the threshold "
+          "presets are fitted on the val split and measured on the test split (if the model was trained on any "
+          "of these patients, its figures on them are optimistic)", flush=True)
+
+    patches = store.read_patches(out)
+    rows = np.unique(np.linspace(0, len(patches) - 1, min(CHECK_PATCHES, len(patches))).astype(int))
+    try:
+        for warning in check_on_patches(wrapped, np.asarray(patches[rows])):
+            print(f"score: WARNING: {warning}", flush=True)
+    except UserModelError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"score: {model_file.name} checked on {len(rows)} patches (input {input_range}, output {output}); "
+          + (f"Grad-CAM layer {wrapped.cam_layer}" if wrapped.cam_layer else f"Grad-CAM unavailable: "
+             f"{wrapped.cam_unavailable}"), flush=True)
+
+    described = wrapped.describe()
+    model_fp = store.fingerprint(split_fp, sha, described)
+    if not store.stage_done(out, "train", model_fp, store.MODEL):
+        with store.atomic_path(out / store.MODEL, suffix=".keras") as tmp:
+            wrapped.model.save(tmp)
+        store.mark_stage(out, "train", model_fp, model_file=str(model_file.resolve()))
+    source = {"kind": "user_model", "file": str(model_file.resolve()), "sha256": sha, **described}
+    store.update_meta(out, arch=f"user model {model_file.name}", cam_layer=wrapped.cam_layer, source=source,
+                      seed=seed)
+    score_fp = stage_score(out, model_fp, tta, use_context=use_context)
+    report = evaluate.stage_evaluate(out, score_fp)
+    store.update_meta(out, thresholds=report["thresholds"])
+    print(evaluate.format_report(report), flush=True)
+    return report
+
+
+# --------------------------------------------------------------------------- the `score` command
+MODEL_ONLY = ("input_range", "output", "idc_index", "cam_layer", "context", "tta", "seed")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The `score` command's options."""
-    parser.add_argument("--run", type=Path, required=True, help="the trained run folder")
-    parser.add_argument("--data", type=Path, required=True, help="dataset root with the new patients")
+    """The `score` command's options: --run (a trained run's model) or --model (a user's Keras model)."""
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--run", type=Path, help="the trained run folder whose model, calibration and thresholds "
+                                                "score the new patients")
+    which.add_argument("--model", type=Path,
+                       help="a user's own Keras model (.keras; input 50x50x3): the data is split by patient, "
+                            "calibrated and thresholded on val, measured on test")
+    parser.add_argument("--data", type=Path, required=True, help="dataset root with the patients to score")
     parser.add_argument("--out", type=Path, required=True, help="new run folder to write")
     parser.add_argument("--workers", type=positive_int, default=None, help="decoding processes (default: all cores)")
+    user = parser.add_argument_group("with --model")
+    user.add_argument("--input-range", choices=("0-255", "0-1", "-1-1"), default=None,
+                      help="the pixel range the model expects (default 0-255; the pipeline rescales to it)")
+    user.add_argument("--output", choices=("probability", "logit"), default=None,
+                      help="what the model outputs (default probability: a sigmoid unit or a 2-class softmax)")
+    user.add_argument("--idc-index", type=int, choices=(-1, 0, 1), default=None,
+                      help="the output column that is IDC, for a two-class output (default -1, the last)")
+    user.add_argument("--cam-layer", default=None,
+                      help="the layer Grad-CAM reads (default: the last Conv2D/SeparableConv2D/DepthwiseConv2D)")
+    user.add_argument("--context", action="store_true", default=None,
+                      help="add the neighbourhood context (pipeline.context), fitted on val (default: off)")
+    user.add_argument("--tta", action="store_true", default=None, help="score with 8-fold dihedral TTA")
+    user.add_argument("--seed", type=int, default=None, help="seed of the patient split (default 0)")
     runfolder.add_force_argument(parser)
 
 
 def run_command(args: argparse.Namespace) -> int:
-    """`python -m pipeline score`: score the new patients, then name the run folder."""
-    score_new_data(args.run, args.data, args.out, workers=args.workers, force=args.force)
+    """`python -m pipeline score`: score the patients with --run or --model, then name the run folder."""
+    if args.run is not None:
+        given = [f"--{k.replace('_', '-')}" for k in MODEL_ONLY if getattr(args, k) is not None]
+        if given:
+            raise UsageError(f"{', '.join(given)} apply to --model only; with --run the trained run's own "
+                             "settings are used")
+        score_new_data(args.run, args.data, args.out, workers=args.workers, force=args.force)
+    else:
+        score_user_model(args.model, args.data, args.out, input_range=args.input_range or "0-255",
+                         output=args.output or "probability",
+                         idc_index=-1 if args.idc_index is None else args.idc_index, cam_layer=args.cam_layer,
+                         use_context=bool(args.context), tta=bool(args.tta), seed=args.seed or 0,
+                         workers=args.workers, force=args.force)
     print(f"run folder: {args.out}")
     return 0

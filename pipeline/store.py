@@ -16,7 +16,10 @@ A run folder is what the pipeline writes and the app reads; nothing else parses 
       history.json         per-epoch training metrics
       scores.parquet       row-aligned with the manifest: prob (final, calibrated, with neighbourhood
                            context), prob_patch (the patch alone, calibrated), prob_uncalibrated
-      evaluation.json      metrics on val/test at the threshold presets, per patient, calibration
+      evaluation.json      metrics on val/test at the threshold presets with 95% patient-bootstrap
+                           intervals, per patient (with each patient's share of the errors), calibration
+      score_import_report.csv  import-scores only: every scores-file row not used and every patch
+                           without a score (file, row, reason)
       region_masks/<pid>.png  synthetic cohorts only: the true IDC region at pixel level
       reviews.sqlite       pathologist reviews (owned by app/reviews.py)
 
@@ -374,6 +377,16 @@ class Run:
     def thresholds(self) -> dict:
         return self.evaluation.get("thresholds", {"default": 0.5})
 
+    @property
+    def provenance(self) -> str:
+        """One sentence: where the scores came from (trained here, imported, a user's model)."""
+        return provenance_text(self.meta)
+
+    @property
+    def cam_unavailable(self) -> str | None:
+        """Why Grad-CAM cannot explain these scores (imported, or a model without a conv layer); None if it can."""
+        return cam_unavailable(self.meta)
+
 
 def load_run(run_dir: Path | str) -> Run:
     """Load a finished run; raise ArtifactError naming the missing or stale file and the fix."""
@@ -425,3 +438,86 @@ def list_runs(runs_dir: Path | str) -> list[Path]:
         except OSError:
             continue
     return sorted(found, key=found.get, reverse=True)
+
+
+# --------------------------------------------------------------------------- imported scores, provenance
+SCORE_IMPORT_REPORT = "score_import_report.csv"  # import-scores: every row not used, and every patch without a score
+SCORE_IMPORT_COLUMNS = ("file", "row", "reason")
+SOURCE_KINDS = ("trained", "imported", "user_model", "scored_with_run")  # run.json "source"'s "kind"
+
+
+def write_score_import_report(run_dir: Path | str, problems: pd.DataFrame) -> None:
+    """score_import_report.csv: file, row (1-based data row of the scores file; empty for a patch), reason."""
+    df = pd.DataFrame(problems, columns=list(SCORE_IMPORT_COLUMNS))
+    with atomic_path(Path(run_dir) / SCORE_IMPORT_REPORT) as tmp:
+        df.to_csv(tmp, index=False)
+
+
+def read_score_import_report(run_dir: Path | str) -> pd.DataFrame:
+    """The import report (empty, with its columns, when the run has none)."""
+    path = Path(run_dir) / SCORE_IMPORT_REPORT
+    if not path.exists():
+        return pd.DataFrame(columns=list(SCORE_IMPORT_COLUMNS))
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False)
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"{path} is unreadable ({exc}): re-run `python -m pipeline import-scores` "
+                            "into this run folder to rewrite it.") from exc
+
+
+def provenance(meta: dict) -> dict:
+    """run.json's ``source`` (where the scores came from); inferred for runs written before it was recorded."""
+    source = meta.get("source")
+    if isinstance(source, dict) and source.get("kind") in SOURCE_KINDS:
+        return source
+    if meta.get("source_run"):
+        return {"kind": "scored_with_run", "run": meta["source_run"]}
+    return {"kind": "trained"}
+
+
+def cam_unavailable(meta: dict) -> str | None:
+    """Why Grad-CAM cannot run on this run's scores (None when it can, as far as run.json tells)."""
+    source = provenance(meta)
+    if source["kind"] == "imported":
+        return f"scores were imported from {Path(source.get('file', '?')).name}; there is no model to explain"
+    if source["kind"] == "scored_with_run" and isinstance(source.get("run_source"), dict):
+        source = source["run_source"]  # a user's model carried over by `score --run`
+    if source["kind"] == "user_model" and not meta.get("cam_layer"):
+        return source.get("cam_unavailable") or f"{Path(source.get('file', '?')).name} has no layer for Grad-CAM"
+    return None
+
+
+def provenance_text(meta: dict) -> str:
+    """One sentence: where this run's scores came from (shown on every page of the app).
+
+    Files are named by their name alone (never a server path).
+    """
+    source = provenance(meta)
+    kind, name = source["kind"], source.get("name")
+    file = Path(source.get("file") or "?").name
+    called = f" ({name!r})" if name else ""
+    if kind == "imported":
+        text = f"Scores: imported from {file}{called}, not trained here"
+    elif kind == "user_model":
+        text = (f"Scores: a user's Keras model, {file}{called} (input {source.get('input_range', '0-255')}, "
+                f"output {source.get('output', 'probability')}), not trained here; calibrated on validation")
+    elif kind == "scored_with_run":
+        text = f"Scores: the model of run {Path(source.get('run') or '?').name}, applied to these patients unchanged"
+    else:
+        arch = meta.get("arch") or (meta.get("train") or {}).get("arch")
+        text = "Scores: a model trained here" + (f" ({arch})" if arch else "") + " by `pipeline run`"
+    reason = cam_unavailable(meta)
+    if reason:
+        return f"{text}; Grad-CAM unavailable ({reason})."
+    if kind == "user_model":
+        return f"{text}; Grad-CAM on layer {meta['cam_layer']}."
+    return f"{text}."
+
+
+def file_sha256(path: Path | str) -> str:
+    """The sha256 of a file's bytes (hex), read in 1 MiB blocks: how run.json names an input file's version."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

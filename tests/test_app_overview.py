@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from app.state import PAGES as PAGE_SCRIPTS
 from pipeline import evaluate, metrics, store
 
 MAIN = str(Path(__file__).resolve().parent.parent / "app" / "main.py")
-PAGES = ("views/overview.py", "views/patient.py", "views/inspector.py", "views/errors.py", "views/review_log.py")
+PAGES = tuple(PAGE_SCRIPTS.values())  # every page the app registers, the Compare page included
 
 
 def start_app(monkeypatch, runs_dir: Path, **query) -> AppTest:

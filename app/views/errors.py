@@ -5,6 +5,7 @@ import streamlit as st
 from app import cohort, loaders, selection, slides, state, ui
 from app.cam_overlay import overlay_cam
 from model.explain import METHODS
+from pipeline import store
 
 PER_PAGE = 24
 COLUMNS = 4
@@ -52,18 +53,26 @@ if not len(items):
 page_col, cam_col, method_col = st.columns([3, 1, 2], vertical_alignment="bottom")
 with page_col:
     number = st.pagination(selection.n_pages(len(items), PER_PAGE), key="gallery_page")
-show_cam = cam_col.toggle("Grad-CAM", key="gallery_cam", help="Compute class activation maps for this page")
+no_cam = run.cam_unavailable  # imported scores, or a user's model without a layer to explain
+show_cam = cam_col.toggle("Grad-CAM", key="gallery_cam", disabled=bool(no_cam),
+                          help=f"Unavailable: {no_cam}" if no_cam else "Compute class activation maps for this page")
+show_cam = show_cam and not no_cam
 method = method_col.selectbox("Method", list(METHODS), key="gallery_cam_method", disabled=not show_cam,
                               label_visibility="collapsed")
 start, stop = selection.page_bounds(len(items), number, PER_PAGE)
 shown = items.iloc[start:stop].join(run.table[["patient_id", "x", "y", "width", "height", "prob", "prob_patch"]])
-st.caption(f"Showing {start + 1:,}-{stop:,} of {len(items):,}")
+st.caption(f"Showing {start + 1:,}-{stop:,} of {len(items):,}"
+           + (f" · Grad-CAM unavailable: {no_cam}" if no_cam else ""))
 
 patches = np.asarray(run.patches[shown.index.to_numpy()])
 if show_cam:
-    maps = loaders.cams(run, tuple(shown.index), method)
-    patches = slides.only_inside_patches(overlay_cam(patches, maps, 0.45), patches,
-                                         shown["width"].to_numpy(), shown["height"].to_numpy())
+    try:
+        maps = loaders.cams(run, tuple(shown.index), method)
+    except (store.ArtifactError, ValueError) as exc:  # e.g. model.keras moved away: the gallery still draws
+        st.error(f"{method} is not available: {loaders.public_message(exc, run.path)}", icon=":material/error:")
+    else:
+        patches = slides.only_inside_patches(overlay_cam(patches, maps, 0.45), patches,
+                                             shown["width"].to_numpy(), shown["height"].to_numpy())
 
 for start in range(0, len(shown), COLUMNS):
     for col, (row, item), image in zip(st.columns(COLUMNS), shown.iloc[start:start + COLUMNS].iterrows(),

@@ -27,12 +27,24 @@ for col, (name, value) in zip(preset_cols, run.thresholds.items()):
 
 at = metrics.metrics_at(data.label, data.prob, threshold)
 curves = loaders.curves(run, split)
-tiles = st.columns(8)
-for col, key in zip(tiles, ("sensitivity", "specificity", "precision", "f1", "balanced_accuracy", "mcc")):
-    col.metric(cohort.METRIC_LABELS[key], f"{at[key]:.3f}")
-tiles[6].metric("ROC-AUC", f"{curves['roc_auc']:.3f}", help="Threshold-free: the same at every threshold.")
-tiles[7].metric("PR-AUC", f"{curves['pr_auc']:.3f}", help="Average precision; threshold-free.")
-st.caption(cohort.score_text(run.meta.get("context"), curves.get("roc_auc_patch")))
+# 95% intervals: the split's bootstrap (resamples drawn once, cached) at this threshold, a few ms;
+# ROC-AUC/PR-AUC intervals are threshold-free (evaluation.json's, or computed once and cached).
+boot = loaders.bootstrap(run, split)
+intervals = {**boot.boot.metrics_at(threshold), **loaders.curve_intervals(run, split)} if boot.boot else {}
+reasons = evaluate.undefined_metrics(data.described, split)[0]
+tiles = [(key, cohort.METRIC_LABELS[key], at[key], None)
+         for key in ("sensitivity", "specificity", "precision", "f1", "balanced_accuracy", "mcc")]
+tiles += [("roc_auc", "ROC-AUC", curves["roc_auc"], "Threshold-free: the same at every threshold."),
+          ("pr_auc", "PR-AUC", curves["pr_auc"], "Average precision; threshold-free.")]
+for col, (key, label, value, help_text) in zip(st.columns(len(tiles)), tiles):
+    line = cohort.tile_caption(value, intervals.get(key), reasons.get(key, ""), boot.short)
+    col.metric(label, cohort.value_text(value), help=" ".join(filter(None, (help_text, line))) or None)
+    col.caption(line)
+boot_info = boot.boot.info() if boot.boot else None
+st.caption(cohort.bootstrap_text(boot_info, boot.unavailable, intervals.get("source", "")))
+for warning in (boot_info or {}).get("warnings", []):
+    st.warning(f"95% intervals: {warning}.", icon=":material/warning:")
+st.caption(cohort.score_text(run.meta.get("context"), curves.get("roc_auc_patch"), intervals.get("roc_auc_patch")))
 st.caption(cohort.model_text(run.meta))
 
 point = cohort.operating_point(at)
@@ -48,15 +60,24 @@ with left:
     st.plotly_chart(charts.histogram_figure(curves["histogram"], threshold, log_counts), key="histogram")
 right.plotly_chart(charts.reliability_figure(curves["reliability"], curves["ece"]), key="reliability")
 
-metrics_table = cohort.metrics_frame(at, curves, split, data.described, run.name)
+method = (f"95% percentile bootstrap over the {boot_info['n_patients']:,} patients ({boot_info['n_boot']:,} resamples, "
+          f"seed {boot_info['seed']})" if boot_info else "")
+metrics_table = cohort.metrics_frame(at, curves, split, data.described, run.name, intervals, reasons, method,
+                                     boot.unavailable)
 with st.expander("All metrics as a table"):
-    st.dataframe(metrics_table, hide_index=True, column_config={"value": st.column_config.NumberColumn(format="%.4f")})
+    st.dataframe(metrics_table, hide_index=True,
+                 column_config={k: st.column_config.NumberColumn(format="%.4f") for k in ("value", "low", "high")})
 st.download_button("Download metrics (CSV)", exports.csv_bytes(metrics_table), file_name=f"{run.name}_{split}_metrics.csv",
                    mime="text/csv", icon=":material/download:", on_click="ignore")
 
 st.subheader("Per patient")
 ui.scope_caption(f"{scope}, at threshold {threshold:.3f}; select a row to open the patient")
 per_patient = evaluate.per_patient_table(data.rows, threshold)
+n_errors = int(per_patient["errors"].sum())
+st.caption(f"Share of errors: each patient's false positives + false negatives as a % of the split's {n_errors:,} "
+           f"errors at this threshold ({int(per_patient['false_pos'].sum()):,} FP, "
+           f"{int(per_patient['false_neg'].sum()):,} FN; FP and FN shares likewise). Rows are in patient order; "
+           "click a column header to sort, e.g. by share of errors to see which patients the errors come from.")
 
 
 def _open_selected_patient() -> None:
@@ -76,7 +97,15 @@ st.dataframe(
         "sensitivity": st.column_config.NumberColumn("Sensitivity", format="%.3f"),
         "specificity": st.column_config.NumberColumn("Specificity", format="%.3f"),
         "false_pos": "False pos.", "false_neg": "False neg.", "errors": "Errors",
+        "error_share_pct": st.column_config.NumberColumn(
+            "Share of errors %", format="%.1f", help="The patient's FP + FN as a % of all the split's FP + FN"),
+        "fp_share_pct": st.column_config.NumberColumn("Share of FP %", format="%.1f",
+                                                      help="The patient's false positives as a % of the split's"),
+        "fn_share_pct": st.column_config.NumberColumn("Share of FN %", format="%.1f",
+                                                      help="The patient's false negatives as a % of the split's"),
     },
+    column_order=("patient_id", "split", "patches", "true_idc_pct", "pred_idc_pct", "f1", "sensitivity",
+                  "specificity", "errors", "error_share_pct", "false_pos", "fp_share_pct", "false_neg", "fn_share_pct"),
 )
 st.download_button("Download per-patient table (CSV)", exports.csv_bytes(per_patient.assign(threshold=threshold)),
                    file_name=f"{run.name}_{split}_per_patient.csv", mime="text/csv", icon=":material/download:",
