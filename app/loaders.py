@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app import cohort, slides
-from app.reviews import NewerSchemaError, ReviewStore, RunReviews, problem_text
-from pipeline import compare_runs, evaluate, metrics, store, uncertainty
+from app import cohort, selection, slides
+from pipeline.reviews import NewerSchemaError, ReviewStore, RunReviews, problem_text
+from pipeline import agreement, compare_runs, evaluate, metrics, reviews, store, uncertainty
 
 RUNS_ENV = "IDC_RUNS"
 SPLIT_ORDER = tuple(reversed(store.SPLITS))  # the pipeline's splits, test first: what a reviewer opens first
@@ -116,6 +116,18 @@ def run_key(run: store.Run) -> str:
 
 # --------------------------------------------------------------------------- per split
 @dataclass(frozen=True)
+class Labels:
+    """Which labels the metrics are measured against: the dataset's (``key`` empty) or the reviewed
+    labels of :func:`reviewed_labels` (``key`` names the reviews and the rule they come from)."""
+
+    key: str = ""
+    reviewed: agreement.ReviewedLabels | None = None
+
+
+DATASET_LABELS = Labels()
+
+
+@dataclass(frozen=True)
 class SplitData:
     rows: pd.DataFrame
     label: np.ndarray
@@ -123,25 +135,29 @@ class SplitData:
     described: dict  # n_patients, n_patches, n_positive
 
 
-def split_data(run: store.Run, split: str) -> SplitData:
-    return _split_data(run, run_key(run), split)
+def split_data(run: store.Run, split: str, labels: Labels = DATASET_LABELS) -> SplitData:
+    return _split_data(run, run_key(run), split, labels.key, labels)
 
 
 @st.cache_resource(max_entries=16)
-def _split_data(_run: store.Run, key: str, split: str) -> SplitData:
+def _split_data(_run: store.Run, key: str, split: str, labels_key: str = "", _labels: Labels = DATASET_LABELS
+                ) -> SplitData:
     # Categorical ids make grouping by patient (per-patient table, filters) several times faster.
     rows = evaluate.split_rows(_run.table, split).astype({"patient_id": "category", "split": "category"})
+    if _labels.reviewed is not None:
+        reviewed = _labels.reviewed.table["reviewed_label"].reindex(rows.index)
+        rows = rows.assign(label=reviewed.fillna(rows["label"]).astype(rows["label"].dtype))
     return SplitData(rows, rows["label"].to_numpy(), rows["prob"].to_numpy(), evaluate.describe(rows))
 
 
-def curves(run: store.Run, split: str) -> dict:
+def curves(run: store.Run, split: str, labels: Labels = DATASET_LABELS) -> dict:
     """Threshold-free curves of one split (ROC, PR, calibration, histogram)."""
-    return _curves(run, run_key(run), split)
+    return _curves(run, run_key(run), split, labels.key, labels)
 
 
 @st.cache_resource(max_entries=16, show_spinner="Computing curves...")
-def _curves(_run: store.Run, key: str, split: str) -> dict:
-    data = split_data(_run, split)
+def _curves(_run: store.Run, key: str, split: str, labels_key: str = "", _labels: Labels = DATASET_LABELS) -> dict:
+    data = split_data(_run, split, _labels)
     out = cohort.curves(data.label, data.prob)
     if out["roc"] is not None and _run.has_context:  # what the patch alone reaches, for comparison
         out["roc_auc_patch"] = metrics.roc_auc(data.label, data.rows["prob_patch"].to_numpy())
@@ -157,15 +173,16 @@ class SplitBootstrap:
     short: str = ""   # the same in a few words, for a metric tile
 
 
-def bootstrap(run: store.Run, split: str) -> SplitBootstrap:
+def bootstrap(run: store.Run, split: str, labels: Labels = DATASET_LABELS) -> SplitBootstrap:
     """The split's :class:`pipeline.uncertainty.PatientBootstrap`, built once per run version and split;
     ``boot.metrics_at(threshold)`` then gives the intervals at any threshold in a few milliseconds."""
-    return _bootstrap(run, run_key(run), split)
+    return _bootstrap(run, run_key(run), split, labels.key, labels)
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
-def _bootstrap(_run: store.Run, key: str, split: str) -> SplitBootstrap:
-    data = split_data(_run, split)
+def _bootstrap(_run: store.Run, key: str, split: str, labels_key: str = "", _labels: Labels = DATASET_LABELS
+               ) -> SplitBootstrap:
+    data = split_data(_run, split, _labels)
     n = data.described["n_patients"]
     if n < 2:
         return SplitBootstrap(None, f"a patient-level bootstrap needs at least 2 patients, and the {split} split "
@@ -177,19 +194,22 @@ def _bootstrap(_run: store.Run, key: str, split: str) -> SplitBootstrap:
         return SplitBootstrap(None, str(exc), "see below")
 
 
-def curve_intervals(run: store.Run, split: str) -> dict:
+def curve_intervals(run: store.Run, split: str, labels: Labels = DATASET_LABELS) -> dict:
     """{'roc_auc', 'pr_auc'[, 'roc_auc_patch'], 'source'}: the split's threshold-free intervals, from
     evaluation.json when it holds them for the same patients and resamples, else computed once
     (cached); {} when the split has no bootstrap."""
-    return _curve_intervals(run, run_key(run), split)
+    return _curve_intervals(run, run_key(run), split, labels.key, labels)
 
 
 @st.cache_resource(max_entries=16, show_spinner="Computing ROC-AUC and PR-AUC intervals...")
-def _curve_intervals(_run: store.Run, key: str, split: str) -> dict:
-    boot = bootstrap(_run, split).boot
+def _curve_intervals(_run: store.Run, key: str, split: str, labels_key: str = "", _labels: Labels = DATASET_LABELS
+                     ) -> dict:
+    boot = bootstrap(_run, split, _labels).boot
     if boot is None:
         return {}
     saved = ((_run.evaluation.get("splits") or {}).get(split) or {}).get("intervals") or {}
+    if _labels.reviewed is not None:  # evaluation.json measured the dataset labels
+        saved = {}
     info = boot.info()
     same = all(saved.get(k) == info[k] for k in ("n_boot", "seed", "level", "n_patients", "n_patches"))
     if same and "roc_auc" in saved and "pr_auc" in saved:
@@ -198,7 +218,7 @@ def _curve_intervals(_run: store.Run, key: str, split: str) -> dict:
     else:  # an evaluation.json written before intervals existed, or with other resamples
         out = {**boot.curve_metrics(), "source": "computed"}
         if _run.has_context:
-            patch = split_data(_run, split).rows["prob_patch"].to_numpy()
+            patch = split_data(_run, split, _labels).rows["prob_patch"].to_numpy()
             out["roc_auc_patch"] = boot.with_probs(patch).curve_metrics(pr_auc=False)["roc_auc"]
     return out
 
@@ -283,26 +303,28 @@ def _cams(_run: store.Run, key: str, rows: tuple[int, ...], method: str) -> np.n
 
 # --------------------------------------------------------------------------- reviews
 def review_file(run: store.Run) -> str:
-    """The reviews file as shown to users: relative to the runs folder, never a server path."""
-    return f"{run.name}/{store.REVIEWS}"
+    """The cohort's reviews file as shown to users: relative to the runs folder, never a server path."""
+    return f"{reviews.COHORTS_DIR}/{reviews.cohort_dir(run.path).name}/{store.REVIEWS}"
 
 
 def review_store(run_path: str) -> ReviewStore:
-    """The run's review store; raises sqlite3.Error (or NewerSchemaError) when its file is unusable."""
-    path = Path(run_path) / store.REVIEWS
+    """The review store of the run's cohort (shared by every run of it; pipeline.reviews.open_for_run, which
+    migrates the run's old per-run file on first open); raises sqlite3.Error (LegacyReviewsError for an
+    unreadable old file) or NewerSchemaError when it is unusable."""
+    path = reviews.cohort_store_path(run_path)
     try:
         found = path.stat()
     except FileNotFoundError:
         # Not cached: the file was never made, or was moved aside to fix it; opening creates it.
-        return ReviewStore(path)
+        return reviews.open_for_run(run_path)
     # Keyed by the file's identity, so a file moved aside and replaced gets a new store (with its
     # schema) instead of a stale object pointing at a name that now holds another file.
-    return _review_store(str(path), found.st_dev, found.st_ino)
+    return _review_store(str(run_path), str(path), found.st_dev, found.st_ino)
 
 
-@st.cache_resource(max_entries=8, show_spinner=False)
-def _review_store(path: str, device: int, inode: int) -> ReviewStore:
-    return ReviewStore(path)
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _review_store(run_path: str, path: str, device: int, inode: int) -> ReviewStore:
+    return reviews.open_for_run(run_path)
 
 
 def run_reviews(run: store.Run) -> RunReviews:
@@ -314,8 +336,39 @@ def run_reviews(run: store.Run) -> RunReviews:
     file = review_file(run)
     try:
         return review_store(str(run.path)).resolved(run.table, file)
-    except (sqlite3.Error, NewerSchemaError) as exc:
+    except (sqlite3.Error, NewerSchemaError, reviews.LegacySchemaError) as exc:
+        if isinstance(exc, reviews.LegacyReviewsError):  # the run's old per-run file: name it, not the store
+            file = f"{run.name}/{store.REVIEWS}"
         return RunReviews.unavailable(file, problem_text(file, exc, public_message(exc, run.path)))
+
+
+def slide_status(run: store.Run) -> pd.DataFrame:
+    """The latest slide status per patient of the run's cohort store (empty when it cannot be read)."""
+    try:
+        return review_store(str(run.path)).slide_status()
+    except (sqlite3.Error, NewerSchemaError, reviews.LegacySchemaError):  # the pages say why once
+        return pd.DataFrame(columns=["patient_id", "status", "reviewer", "created_at"])
+
+
+def progress(run: store.Run, reviews: RunReviews | None = None) -> pd.DataFrame:
+    """Every patient's review progress (selection.slide_progress), in the patient list's order."""
+    reviews = run_reviews(run) if reviews is None else reviews
+    return selection.slide_progress(patients(run)["patient_id"], reviews.found, slide_status(run))
+
+
+def reviewed_labels(run: store.Run, rule: agreement.ConsensusRule, reviews: RunReviews | None = None) -> Labels:
+    """The run's labels after the reviewers' consensus under ``rule`` (pipeline.agreement.reviewed_labels),
+    computed once per (run version, newest review, rule): the metrics cached under its key follow."""
+    reviews = run_reviews(run) if reviews is None else reviews
+    newest = int(reviews.every["id"].max()) if len(reviews.every) else 0
+    key = f"reviewed|{newest}|{len(reviews.every)}|{rule.rule}|{rule.min_reviewers}"
+    return Labels(key, _reviewed_labels(run, run_key(run), key, reviews.found, rule))
+
+
+@st.cache_resource(max_entries=8, show_spinner="Applying the reviewed labels...")
+def _reviewed_labels(_run: store.Run, key: str, labels_key: str, _found: pd.DataFrame,
+                     _rule: agreement.ConsensusRule) -> agreement.ReviewedLabels:
+    return agreement.reviewed_labels(_run.table[["patient_id", "x", "y", "label"]], _found, _rule)
 
 
 # --------------------------------------------------------------------------- two runs compared

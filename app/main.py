@@ -12,7 +12,7 @@ multipage mode, in which it runs a page without this script.
 # app/main.py` finds them from any folder without a sys.path edit.
 import streamlit as st
 
-from app import loaders, state, ui
+from app import identity, loaders, state, ui
 
 st.set_page_config(page_title="IDC review dashboard", page_icon="🔬", layout="wide")
 # Also set in .streamlit/config.toml, which `streamlit run` reads only when started from the
@@ -26,6 +26,7 @@ pages = {
     "errors": st.Page(state.PAGES["errors"], title="Errors & review queue", icon=":material/report:"),
     "compare": st.Page(state.PAGES["compare"], title="Compare runs", icon=":material/compare_arrows:"),
     "reviews": st.Page(state.PAGES["reviews"], title="Reviews", icon=":material/rate_review:", url_path="reviews"),
+    "agreement": st.Page(state.PAGES["agreement"], title="Agreement", icon=":material/groups:", url_path="agreement"),
 }
 navigation = st.navigation(list(pages.values()))
 if (pending := state.pending_page()) is not None:  # the one place pages are switched (state.go_to)
@@ -39,6 +40,8 @@ if not run_paths:
 else:
     run = state.resolve_view(run_paths, page)  # before anything of the run is drawn
     state.sidebar(run_paths)
+    if run is not None:
+        identity.sidebar()  # who is reviewing: once per session
     if run is None:
         ui.broken_run(st.session_state.run, state.run_problem())
 with st.sidebar:

@@ -9,9 +9,9 @@ import sqlite3
 import numpy as np
 import streamlit as st
 
-from app import loaders, overlays, selection, slides, state, ui
+from app import identity, loaders, overlays, selection, slides, state, ui
 from app.cam_overlay import overlay_cam
-from app.reviews import VERDICTS, NewerSchemaError, problem_text
+from pipeline.reviews import VERDICTS, NewerSchemaError, problem_text, run_identity
 from model.explain import METHODS
 from pipeline import store
 
@@ -75,7 +75,7 @@ def render(run: store.Run, row: int, threshold: float) -> None:
     side, size = context.shape[0], slides.PATCH * NEIGHBOUR_ZOOM
     context = slides.paint(_framed(context), slides.square_outline(side, size, size, size, 3), HIGHLIGHT_RGB)
     _images(run, row, patch, (width, height), region if show_region else None, context)
-    _review_form(run, row, pid, x, y)
+    _review_form(run, row, pid, x, y, threshold)
 
 
 @state.fragment
@@ -105,12 +105,17 @@ def _images(run: store.Run, row: int, patch: np.ndarray, size: tuple[int, int], 
                   caption=f"{method}: evidence for IDC in this patch alone (red = most)", width="content")
 
 
-def _save_review(run: store.Run, row: int, pid: str, x: int, y: int) -> None:
+def _save_review(run: store.Run, row: int, pid: str, x: int, y: int, threshold: float, prob: float) -> None:
     ss = st.session_state
-    reviewer = ss.review_reviewer.strip()
+    reviewer = identity.current()
+    if not reviewer:
+        ss.review_message = ("error", "Review not saved: sign in in the sidebar first; every review carries a name.")
+        return
     try:
-        loaders.review_store(str(run.path)).add(row=row, patient_id=pid, x=x, y=y, verdict=ss.review_verdict,
-                                                note=ss.review_note, reviewer=reviewer)
+        loaders.review_store(str(run.path)).add(
+            row=row, patient_id=pid, x=x, y=y, verdict=ss.review_verdict, note=ss.review_note, reviewer=reviewer,
+            run_name=run.name, model=run_identity(run.path, run.meta)[1], threshold=float(threshold),
+            prob_shown=float(prob), source="app")
     except ValueError as exc:
         ss.review_message = ("error", f"Review not saved: {exc}")
         return
@@ -119,32 +124,38 @@ def _save_review(run: store.Run, row: int, pid: str, x: int, y: int) -> None:
         ss.review_message = ("error", "Review not saved, nothing was written; your note is still in the form. "
                              + problem_text(loaders.review_file(run), exc, loaders.public_message(exc, run.path)))
         return
-    ss.reviewer = reviewer  # remembered for the next review in this session
-    ss.review_note = ""  # the verdict and name stay: reviewers often give the same one many times
+    ss.review_note = ""  # the verdict stays: reviewers often give the same one many times
     ss.review_message = ("success", f"Review saved: {VERDICTS[ss.review_verdict]} (patch x {x}, y {y}, by {reviewer}).")
 
 
-def _review_form(run: store.Run, row: int, pid: str, x: int, y: int) -> None:
+def _review_form(run: store.Run, row: int, pid: str, x: int, y: int, threshold: float) -> None:
     ss = st.session_state
     reviews = loaders.run_reviews(run)
-    ss.setdefault("review_reviewer", ss.reviewer)  # the widget's state is dropped on leaving the page
+    reviewer = identity.current()
+    prob = float(run.table["prob"].iat[row])
     with st.form("review_form"):
         st.markdown("**Review this patch**")
         st.radio("Verdict", list(VERDICTS), format_func=VERDICTS.get, horizontal=True, key="review_verdict")
         st.text_area("Note", key="review_note", placeholder="What you see, e.g. 'DCIS, not invasive'")
-        st.text_input("Reviewer", key="review_reviewer", placeholder="Your name or initials")
+        if reviewer:
+            st.caption(f":material/person: Reviewing as **{reviewer}** (switch in the sidebar)")
+        else:
+            st.warning("Sign in in the sidebar to save reviews: every review carries the reviewer's name.",
+                       icon=":material/person_off:")
         # With a broken reviews file the form stays, so a note typed before it broke is not lost,
         # but saving is off; the page says why once, at its top (ui.reviews_problem).
+        why_off = ("Off until the reviews file is fixed (see the top of the page)" if reviews.problem
+                   else None if reviewer else "Off until you sign in (sidebar)")
         st.form_submit_button("Save review", type="primary", icon=":material/rate_review:", key="save_review",
-                              on_click=_save_review, args=(run, row, pid, x, y), disabled=bool(reviews.problem),
-                              help="Off until the reviews file is fixed (see the top of the page)" if reviews.problem
-                              else None)
+                              on_click=_save_review, args=(run, row, pid, x, y, threshold, prob),
+                              disabled=bool(reviews.problem) or not reviewer, help=why_off)
     if "review_message" in ss:
         kind, text = ss.pop("review_message")
         (st.success if kind == "success" else st.error)(text)
     history = reviews.of_row(row)  # matched by the patch's identity, so a re-ingest cannot mix them up
     if len(history):
         st.markdown("**Reviews of this patch** (newest last)")
-        st.dataframe(history[["created_at", "reviewer", "verdict", "note"]], hide_index=True, width="stretch",
+        columns = ["created_at", "reviewer", "verdict", "note", *(["run_name"] if "run_name" in history else [])]
+        st.dataframe(history[columns], hide_index=True, width="stretch",
                      column_config={"created_at": "When (UTC)", "reviewer": "Reviewer", "verdict": "Verdict",
-                                    "note": "Note"})
+                                    "note": "Note", "run_name": "Given in run"})

@@ -81,6 +81,67 @@ def review_queue(rows: pd.DataFrame, threshold: float, order: str, reviewed_rows
     return _errors(*arrays, threshold, ERROR_KINDS) if order == "confident_errors" else _uncertain(*arrays, threshold)
 
 
+def spread_over_patients(queue: pd.DataFrame, patient_ids) -> pd.DataFrame:
+    """``queue`` reordered round-robin by patient: each patient's first item, then each one's second, ...
+
+    ``patient_ids`` gives each queue row's patient (aligned with ``queue``). Within a patient the
+    queue's order is kept; patients take turns in the order their first item appears in the queue,
+    so the most urgent item overall still comes first and no patient's work hogs the top.
+    """
+    pids = pd.Series(np.asarray(patient_ids), index=range(len(queue)))
+    if len(pids) != len(queue):
+        raise ValueError(f"patient_ids has {len(pids)} entries for a queue of {len(queue)}")
+    rank = pids.groupby(pids, sort=False).cumcount().to_numpy()  # 0 for each patient's first item, ...
+    first_seen = pd.factorize(pids)[0]  # patients in the order they first appear
+    order = np.lexsort((first_seen, rank))
+    return queue.iloc[order]
+
+
+PROGRESS = ("not started", "in review", "done")
+
+
+def slide_progress(patient_ids, reviews: pd.DataFrame, status: pd.DataFrame) -> pd.DataFrame:
+    """Each patient's review progress: ``progress`` (not started / in review / done), ``by``, ``when``,
+    ``patches_reviewed`` (patches with at least one review), indexed by patient_id in ``patient_ids`` order.
+
+    ``reviews`` are the run's reviews of its own patches (patient_id, row, reviewer, created_at);
+    ``status`` the latest slide status per patient (patient_id, status, reviewer, created_at; status
+    'in_review', 'done' or 'reopened'). Done = the latest status is 'done' (by whom marked it, when);
+    otherwise a patient with a review or a status row is in review (by its reviewers, at the latest
+    review), and one with neither is not started.
+    """
+    ids = pd.Index([str(p) for p in patient_ids], name="patient_id")
+    out = pd.DataFrame({"progress": PROGRESS[0], "by": "", "when": "", "patches_reviewed": 0}, index=ids)
+    if len(reviews):
+        r = reviews.assign(patient_id=reviews["patient_id"].astype(str))
+        r = r[r["patient_id"].isin(ids)]
+        grouped = r.groupby("patient_id")
+        out.loc[grouped.size().index, "patches_reviewed"] = grouped["row"].nunique()
+        out.loc[grouped.size().index, "by"] = grouped["reviewer"].agg(lambda s: ", ".join(sorted(set(s))))
+        out.loc[grouped.size().index, "when"] = grouped["created_at"].max()
+        out.loc[grouped.size().index, "progress"] = PROGRESS[1]
+    if len(status):
+        st_ = status.assign(patient_id=status["patient_id"].astype(str))
+        st_ = st_[st_["patient_id"].isin(ids)].set_index("patient_id")
+        done = st_[st_["status"] == "done"]
+        out.loc[st_.index, "progress"] = PROGRESS[1]
+        out.loc[done.index, "progress"] = PROGRESS[2]
+        out.loc[done.index, "by"] = done["reviewer"].astype(str)
+        out.loc[done.index, "when"] = done["created_at"].astype(str)
+    out["patches_reviewed"] = out["patches_reviewed"].astype("int64")
+    return out
+
+
+def progress_text(progress: pd.Series) -> str:
+    """One patient's progress in a few words, e.g. 'done by A' or 'in review · 3 patches'."""
+    if progress["progress"] == PROGRESS[2]:
+        return f"done by {progress['by']}"
+    if progress["progress"] == PROGRESS[1]:
+        n = int(progress["patches_reviewed"])
+        return f"in review · {n:,} patch{'es' * (n != 1)} reviewed"
+    return PROGRESS[0]
+
+
 def n_pages(n_items: int, per_page: int) -> int:
     """At least one page, so an empty selection still has a page 1 to show."""
     return max(1, -(-n_items // per_page))

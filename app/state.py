@@ -47,6 +47,7 @@ PAGES = {  # page scripts, relative to app/main.py (app/views, not app/pages: se
     "errors": "views/errors.py",
     "compare": "views/compare.py",
     "reviews": "views/review_log.py",
+    "agreement": "views/agreement.py",
 }
 _RUN = "_loaded_run"  # the run resolve_view loaded (None when it is broken): read through current_run()
 _RUN_PROBLEM = "_run_problem"  # why the picked run cannot be opened: read through run_problem()

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from app import loaders, state
+from app import identity, loaders, selection, state
 from app.__main__ import ADDRESS_ENV
-from app.reviews import RunReviews
+from pipeline.reviews import RunReviews
 from pipeline import store
 
 OUTCOME_BADGE_COLOURS = {"TP": "green", "TN": "blue", "FP": "orange", "FN": "violet"}  # nearest to the slide's
@@ -99,8 +99,14 @@ def patient_picker(run: store.Run) -> str:
     """
     ss = st.session_state
     patients = loaders.patients(run)
+    progress = loaders.progress(run)
     ids = patients["patient_id"].tolist()
-    label = {r.patient_id: f"{r.patient_id} · {r.split} · {r.patches:,} patches" for r in patients.itertuples()}
+    label = {r.patient_id: f"{r.patient_id} · {r.split} · {r.patches:,} patches · "
+                           f"{selection.progress_text(progress.loc[str(r.patient_id)])}"
+             for r in patients.itertuples()}
+    if st.toggle("Only unreviewed patients", key="only_unreviewed",
+                 help="List only the patients whose slide is not marked done (the open one stays listed)"):
+        ids = [p for p in ids if progress.at[str(p), "progress"] != selection.PROGRESS[2] or p == ss.patient]
     i = ids.index(ss.patient)
     prev_col, pick_col, next_col = st.columns([1, 6, 1], vertical_alignment="bottom")
     prev_col.button("Previous", icon=":material/arrow_back:", disabled=i == 0, key="prev_patient",
@@ -123,3 +129,30 @@ def patch_picker(rows, outcome, label: str) -> None:
 
 def scope_caption(text: str) -> None:
     st.caption(f":material/straighten: Measured on {text}.")
+
+
+def _set_slide_status(run: store.Run, patient_id: str, status: str) -> None:
+    reviewer = identity.current()
+    if not reviewer:
+        st.session_state.slide_status_message = ("error", "Sign in in the sidebar first.")
+        return
+    try:
+        loaders.review_store(str(run.path)).set_slide_status(patient_id, status, reviewer)
+    except Exception as exc:  # sqlite3.Error, a newer schema, a rejected value: said, never raised
+        st.session_state.slide_status_message = ("error", f"Slide status not saved: {loaders.public_message(exc, run.path)}")
+
+
+def slide_done_control(run: store.Run, patient_id: str) -> None:
+    """'Mark slide done' (or 'Reopen') for the open patient, with who marked it and when."""
+    progress = loaders.progress(run).loc[str(patient_id)]
+    done = progress["progress"] == selection.PROGRESS[2]
+    text_col, button_col = st.columns([5, 2], vertical_alignment="center")
+    when = f" ({str(progress['when']).replace('T', ' ')[:16]} UTC)" if done and progress["when"] else ""
+    text_col.markdown(f":material/fact_check: Slide review: **{selection.progress_text(progress)}**{when}")
+    signed_in = bool(identity.current())
+    button_col.button("Reopen slide" if done else "Mark slide done", key="slide_done",
+                      icon=":material/undo:" if done else ":material/task_alt:", width="stretch",
+                      on_click=_set_slide_status, args=(run, str(patient_id), "reopened" if done else "done"),
+                      disabled=not signed_in, help=None if signed_in else "Sign in in the sidebar first")
+    if "slide_status_message" in st.session_state:
+        st.error(st.session_state.pop("slide_status_message")[1])

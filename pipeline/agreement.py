@@ -1,12 +1,12 @@
 """Agreement between pathologists' reviews, and the "reviewed label" their consensus gives a patch.
 
-Pure pandas/NumPy: no Streamlit, no SQLite. The review store (``app/reviews.py``), the app and the
+Pure pandas/NumPy: no Streamlit, no SQLite. The review store (``pipeline/reviews.py``), the app and the
 CLI call these functions on a reviews table; nothing here reads or writes files except
 :func:`read_reviews_csv`, which only reads.
 
 Opinions
     A reviews table has at least ``patient_id, x, y, verdict, reviewer, created_at`` (the columns of
-    ``app.reviews.COLUMNS``; ``id`` is used to break ties in time when present). Reviews are
+    ``pipeline.reviews.COLUMNS``; ``id`` is used to break ties in time when present). Reviews are
     append-only, so one reviewer may have reviewed a patch several times: **each reviewer's latest
     review of a patch is their opinion of it** (:func:`latest_per_reviewer`), and the opinions of
     different reviewers on one patch are kept side by side as independent opinions, never merged.
@@ -16,7 +16,7 @@ Opinions
 
 Verdicts
     ``agree`` (the dataset label is right), ``label_wrong`` and ``unsure``: the same keys as
-    ``app.reviews.VERDICTS``. A verdict is about the dataset label, so two reviewers' verdicts on one
+    ``pipeline.reviews.VERDICTS``. A verdict is about the dataset label, so two reviewers' verdicts on one
     patch are directly comparable.
 
 Agreement statistics
@@ -56,16 +56,20 @@ import pandas as pd
 
 from pipeline.names import is_patient_id
 
-# Keys of app.reviews.VERDICTS (tests check the two agree); pipeline code does not import app/.
+# Keys of pipeline.reviews.VERDICTS (tests check the two agree); pipeline code does not import app/.
 VERDICTS = ("agree", "label_wrong", "unsure")
 DECIDED = ("agree", "label_wrong")  # verdicts that take a side; "unsure" abstains
 PATCH_KEY = ["patient_id", "x", "y"]
 REQUIRED_REVIEW_COLUMNS = ("patient_id", "x", "y", "verdict", "reviewer", "created_at")
-# The CSV export's columns (app.reviews.COLUMNS), plus recorded_row, which RunReviews.export_frame adds.
-CSV_COLUMNS = ("id", "row", "patient_id", "x", "y", "verdict", "note", "reviewer", "created_at")
-CSV_OPTIONAL_COLUMNS = ("id", "row", "recorded_row", "note")
-MAX_NOTE_CHARS = 10_000  # app.reviews.MAX_NOTE_CHARS: an imported note must fit the store too
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # app.exports.FORMULA_STARTS
+# The review store's columns (pipeline.reviews.COLUMNS); RunReviews.export_frame adds row (in the run).
+CSV_COLUMNS = ("id", "patient_id", "x", "y", "verdict", "note", "reviewer", "created_at", "run_name", "model",
+               "threshold", "prob_shown", "source", "recorded_row")
+# Read when present: row and recorded_row are checked as whole numbers, threshold and prob_shown as
+# probabilities, run_name and model kept as text (source is not: an imported review is an import).
+CSV_OPTIONAL_COLUMNS = ("id", "row", "recorded_row", "note", "run_name", "model", "threshold", "prob_shown",
+                        "source")
+MAX_NOTE_CHARS = 10_000  # pipeline.reviews.MAX_NOTE_CHARS: an imported note must fit the store too
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # pipeline.exports.FORMULA_STARTS
 
 
 class UndefinedAgreementWarning(UserWarning):
@@ -539,7 +543,7 @@ def reviewed_labels(labels: pd.DataFrame, reviews: pd.DataFrame,
 
 # --------------------------------------------------------------------------- CSV import
 def unneutralise(value: str) -> str:
-    """Undo app.exports.neutralise: drop the single quote an OWASP-style CSV export put before a
+    """Undo pipeline.exports.neutralise: drop the single quote an OWASP-style CSV export put before a
     text cell starting with = + - @ tab or CR. (A cell that really began with such a quote, e.g. a
     note "'=x", comes back without it: the export cannot tell the two apart.)"""
     if len(value) >= 2 and value[0] == "'" and value[1] in FORMULA_STARTS:
@@ -573,19 +577,21 @@ def read_reviews_csv(path_or_buffer) -> tuple[pd.DataFrame, list[tuple[int, str]
 
     Row numbers are as a spreadsheet shows them: the header is row 1, the first review row 2 (a note
     holding a line break stays in one row). Required columns: patient_id, x, y, verdict, reviewer,
-    created_at; optional: id, row, recorded_row, note. A missing required column, an unreadable file
+    created_at; optional: id, row, recorded_row, note, run_name, model, threshold, prob_shown, source. A missing required column, an unreadable file
     (not UTF-8, broken quoting) or an empty one raises ValueError: nothing can be imported. Unknown
     columns are ignored and reported as row 1. Every other row is checked and either kept or
     reported with every reason it fails: patient_id ASCII digits; x, y whole numbers >= 1; verdict
     one of VERDICTS; reviewer not empty; created_at an ISO 8601 time; note at most MAX_NOTE_CHARS;
-    id and row empty or whole numbers; the same number of cells as the header; not an exact copy
+    id, row and recorded_row empty or whole numbers; threshold and prob_shown empty or numbers in
+    [0, 1]; the same number of cells as the header; not an exact copy
     of an earlier row. Entirely empty lines are skipped (there is nothing in them to lose).
 
     Text cells first lose the quote the export's formula neutralisation added (:func:`unneutralise`);
     reviewer, patient_id, verdict and times are also stripped of surrounding spaces.
     The result has id, row (nullable Int64, as in the file: the importer resolves patches by
-    identity, see app.reviews.resolve), patient_id, x, y, verdict, note, reviewer, created_at and
-    source_row (the row number), in file order.
+    identity, see pipeline.reviews.resolve), patient_id, x, y, verdict, note, reviewer, created_at,
+    run_name, model (text, empty when absent), threshold, prob_shown (float, nan when empty),
+    recorded_row (Int64) and source_row (the row number), in file order.
     """
     stream, owned = None, False
     try:
@@ -646,7 +652,7 @@ def read_reviews_csv(path_or_buffer) -> tuple[pd.DataFrame, list[tuple[int, str]
     note = frame["note"] if "note" in frame.columns else pd.Series("", index=frame.index)
     flag(note.str.len() > MAX_NOTE_CHARS, f"note is longer than {MAX_NOTE_CHARS:,} characters")
     optional = {}
-    for c in ("id", "row"):
+    for c in ("id", "row", "recorded_row"):
         if c in frame.columns:
             s = frame[c].str.strip()
             values, good = _whole_numbers(s)
@@ -656,11 +662,22 @@ def read_reviews_csv(path_or_buffer) -> tuple[pd.DataFrame, list[tuple[int, str]
         else:
             optional[c] = pd.array([pd.NA] * len(frame), dtype="Int64")
 
+    shown = {}
+    for c in ("threshold", "prob_shown"):
+        s = frame[c].str.strip() if c in frame.columns else pd.Series("", index=frame.index)
+        values = pd.to_numeric(s.where(s != ""), errors="coerce")
+        flag(((s != "") & (values.isna() | (values < 0) | (values > 1))).to_numpy(bool),
+             f"{c} must be empty or a number in [0, 1]")
+        shown[c] = values.to_numpy(np.float64)
+    text = {c: (frame[c].str.strip() if c in frame.columns else pd.Series("", index=frame.index)).to_numpy(dtype=object)
+            for c in ("run_name", "model")}
     out = pd.DataFrame({
         "id": optional["id"], "row": optional["row"], "patient_id": pid.to_numpy(dtype=object),
         "x": coords["x"].to_numpy(), "y": coords["y"].to_numpy(), "verdict": verdict.to_numpy(dtype=object),
         "note": note.to_numpy(dtype=object), "reviewer": reviewer.to_numpy(dtype=object),
-        "created_at": created.to_numpy(dtype=object), "source_row": row_no,
+        "created_at": created.to_numpy(dtype=object), "run_name": text["run_name"], "model": text["model"],
+        "threshold": shown["threshold"], "prob_shown": shown["prob_shown"], "recorded_row": optional["recorded_row"],
+        "source_row": row_no,
     })
     content = ["patient_id", "x", "y", "verdict", "note", "reviewer", "created_at", "id"]
     sub = out[~out["source_row"].isin(list(bad))]

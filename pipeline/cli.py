@@ -25,6 +25,8 @@ COMMANDS = {
     "import-scores": ("pipeline.import_scores", "a run from any model's per-patch scores (CSV or Parquet)"),
     "compare": ("pipeline.compare", "train several architectures under the same budget on the same split"),
     "compare-runs": ("pipeline.compare_runs", "two runs of one cohort compared, paired, with patient-level intervals"),
+    "reviews": ("pipeline.reviews_cli", "pathologist reviews of a run's cohort: add, export, agreement, import"),
+    "export-geojson": ("pipeline.export_geojson", "a run's predictions as QuPath GeoJSON, one file per patient"),
 }
 
 # What the command line reports as one "error: ..." line (exit 2): the user's input or artifacts.

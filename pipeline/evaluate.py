@@ -262,22 +262,73 @@ def format_report(report: dict, split: str = TEST) -> str:
             + f"   {m['tp']}/{m['fp']}/{m['fn']}/{m['tn']}"
         )
     lines += format_intervals(report, split)
+    r = s.get("reviewed_labels")
+    if r is not None:
+        info = report.get("reviewed_labels", {})
+        lines += [
+            f"Against the reviewed labels ({info.get('test_labels_flipped', 0):,} test labels flipped by the reviewers' "
+            f"consensus, {info.get('test_patches_left_out_unsure', 0):,} unsure test patches left out): "
+            f"{r['n_patients']} patients, {r['n_patches']:,} patches ({r['n_positive']:,} IDC-positive)",
+            f"  ROC-AUC {_num(r['roc_auc'])}   PR-AUC {_num(r['pr_auc'])}",
+        ]
+        for name, m in r["at"].items():
+            lines.append(
+                f"  {PRESET_LABELS.get(name, name):<24}{m['threshold']:>7.3f}"
+                + "".join(_num(m[k], 7) for k in ("precision", "sensitivity", "specificity", "f1", "balanced_accuracy",
+                                                  "mcc"))
+                + f"   {m['tp']}/{m['fp']}/{m['fn']}/{m['tn']}")
     return "\n".join(lines)
 
 
-def stage_evaluate(run_dir: Path, upstream_fp: str, thresholds: dict | None = None) -> dict:
+def add_reviewed_labels(report: dict, table: pd.DataFrame, reviewed: pd.DataFrame, summary: dict) -> dict:
+    """Add the test split's metrics against the reviewed labels to ``report`` (in place; returned).
+
+    ``reviewed``: row-aligned with ``table`` (pipeline.agreement.ReviewedLabels.table: reviewed_label,
+    unsure). The test patches left out as unsure are left out here too; the thresholds are the
+    report's. Stored under ``splits.test.reviewed_labels`` and summarised in ``reviewed_labels``.
+    """
+    keep = ~reviewed["unsure"].to_numpy(bool)
+    relabelled = table.assign(label=reviewed["reviewed_label"].to_numpy(np.int64))[keep]
+    rows = split_rows(relabelled, TEST)
+    n_test = int((table["split"] == TEST).sum())
+    report["reviewed_labels"] = {**summary, "test_patches_left_out_unsure": n_test - len(rows),
+                                 "test_labels_flipped": int((reviewed["flipped"].to_numpy(bool)
+                                                             & (table["split"] == TEST).to_numpy()).sum())}
+    if len(rows) and TEST in report["splits"]:
+        out = evaluate_split(rows, report["thresholds"], TEST, patch_intervals=bool(report.get("context")))
+        report["splits"][TEST]["reviewed_labels"] = out
+        report["warnings"] += [f"reviewed labels: {w}" for w in out["warnings"]]
+    return report
+
+
+def stage_evaluate(run_dir: Path, upstream_fp: str, thresholds: dict | None = None,
+                   reviewed: pd.DataFrame | None = None, reviewed_summary: dict | None = None) -> dict:
     """The evaluate stage of a run folder: evaluation.json from its scores, skipped when unchanged.
 
     Presets are chosen on validation unless ``thresholds`` are given (`pipeline score` carries the
     trained run's over). Returns the report (the one on disk when the stage is skipped).
+    ``reviewed`` (a run trained with reviews: ReviewedLabels.table, row-aligned with the manifest):
+    the presets are chosen on validation's reviewed labels (unsure patches left out), and the test
+    split is reported against both the dataset and the reviewed labels (:func:`add_reviewed_labels`).
     """
-    fp = store.fingerprint(upstream_fp, thresholds)
+    fp = store.fingerprint(upstream_fp, thresholds) if reviewed is None else \
+        store.fingerprint(upstream_fp, thresholds, "reviewed", reviewed_summary)
     if store.stage_done(run_dir, "evaluate", fp, store.EVALUATION):
         return store.read_evaluation(run_dir)
     run = store.load_run(run_dir)
     mean_rgb = np.concatenate([np.asarray(run.patches[s:s + 65536], np.float32).mean(axis=(1, 2))
                                for s in range(0, len(run.patches), 65536)])
+    chosen_on = None
+    if reviewed is not None and thresholds is None:
+        keep = ~reviewed["unsure"].to_numpy(bool)
+        val = split_rows(run.table.assign(label=reviewed["reviewed_label"].to_numpy(np.int64))[keep], VAL)
+        thresholds = metrics.threshold_presets(val["label"].to_numpy(), val["prob"].to_numpy())
+        chosen_on = {"split": f"{VAL}, reviewed labels (unsure patches left out)", **describe(val)}
     report = evaluate(run.table, thresholds, mean_rgb=mean_rgb, context=run.meta.get("context"))
+    if reviewed is not None:
+        if chosen_on is not None:
+            report["thresholds_chosen_on"] = chosen_on
+        add_reviewed_labels(report, run.table, reviewed, reviewed_summary or {})
     report["synthetic"] = run.synthetic
     store.write_json(run_dir / store.EVALUATION, report)
     store.mark_stage(run_dir, "evaluate", fp)

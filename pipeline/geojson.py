@@ -161,7 +161,7 @@ def patches_to_feature_collection(rows: pd.DataFrame, threshold: float, verdicts
     ``rows``: one patient's patches with patient_id, x, y, width, height, label, prob (e.g. the
     run table's rows of that patient). ``threshold``: the decision threshold (IDC when prob >=
     threshold) behind the classification, "predicted" and "outcome". ``verdicts``: a reviews table
-    (as app.reviews gives it; superseded reviews may be in it): each reviewer's latest verdict goes
+    (as pipeline.reviews gives it; superseded reviews may be in it): each reviewer's latest verdict goes
     into the patch's feature; reviews of patches not in ``rows`` are not written. ``slide_name``
     (default: the patient id) is recorded in the collection's ``idc_review`` member. Features are in
     reading order (y, then x). Raises ValueError for rows of several patients or bad values.

@@ -64,13 +64,16 @@ def _load_model(run_dir: Path):
 
 
 def final_scores(raw, manifest, val, calibration: dict | None = None, use_context: bool = True,
-                 context_params: dict | None = None) -> tuple[np.ndarray, np.ndarray, dict, dict | None]:
+                 context_params: dict | None = None,
+                 labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, dict, dict | None]:
     """The model's raw P(IDC) of every manifest row -> (final prob, patch-alone prob, calibration, context).
 
     Calibration and context are fitted on the rows ``val`` (mask or indices) unless given; with no
     context (off, or nothing to fit) the final score is the patch alone and the context is None.
+    ``labels`` (row-aligned with the manifest) replaces the dataset labels in those fits (a run
+    trained with reviewed labels passes them, with its unsure patches left out of ``val``).
     """
-    labels = manifest["label"].to_numpy()
+    labels = manifest["label"].to_numpy() if labels is None else np.asarray(labels)
     if calibration is None:
         calibration = fit_calibration(raw[val], labels[val])
     prob_patch = apply_calibration(raw, calibration)
@@ -85,12 +88,15 @@ def final_scores(raw, manifest, val, calibration: dict | None = None, use_contex
 
 
 def stage_score(run_dir: Path, upstream_fp: str, tta: bool, calibration: dict | None = None,
-                use_context: bool = True, context_params: dict | None = None) -> str:
+                use_context: bool = True, context_params: dict | None = None, labels: np.ndarray | None = None,
+                keep: np.ndarray | None = None) -> str:
     """The score stage: score every patch; fit the calibration and the context on validation unless given.
 
     Writes three probabilities per patch: the model's raw output, the patch alone calibrated, and
     the final score with neighbourhood context (the same as the patch alone when context is off).
-    Skipped when its inputs are unchanged; returns its fingerprint.
+    Skipped when its inputs are unchanged; returns its fingerprint. ``labels`` and ``keep``
+    (row-aligned with the manifest; a run trained with reviewed labels): the labels to fit on and the
+    validation rows to fit on (the unsure ones left out); the upstream fingerprint covers them.
     """
     fp = store.fingerprint(upstream_fp, tta, calibration, use_context and context.VERSION, context_params)
     if store.stage_done(run_dir, "score", fp, store.SCORES):
@@ -102,8 +108,11 @@ def stage_score(run_dir: Path, upstream_fp: str, tta: bool, calibration: dict | 
     raw = predict_probabilities(model, patches, tta=tta, progress=True)
     manifest = store.read_manifest(run_dir)
     val = (manifest["patient_id"].map(store.read_split(run_dir)["patients"]) == VAL).to_numpy()
+    if keep is not None:
+        val = val & np.asarray(keep, bool)
     prob, prob_patch, calibration, context_params = final_scores(
-        raw, manifest, val, calibration=calibration, use_context=use_context, context_params=context_params)
+        raw, manifest, val, calibration=calibration, use_context=use_context, context_params=context_params,
+        labels=labels)
     store.write_scores(run_dir, prob, raw, prob_patch)
     ingest_fp = store.read_meta(run_dir)["stages"]["ingest"]["fingerprint"]
     store.update_meta(run_dir, calibration=calibration, context=context_params, tta=tta)

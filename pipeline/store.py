@@ -21,7 +21,8 @@ A run folder is what the pipeline writes and the app reads; nothing else parses 
       score_import_report.csv  import-scores only: every scores-file row not used and every patch
                            without a score (file, row, reason)
       region_masks/<pid>.png  synthetic cohorts only: the true IDC region at pixel level
-      reviews.sqlite       pathologist reviews (owned by app/reviews.py)
+      reviews.sqlite       runs from before the cohort store only: the run's old reviews, migrated into
+                           ../_cohorts/<cohort>/reviews.sqlite on first open (pipeline/reviews.py owns both)
 
 Every write goes to a temporary name in the same folder and is renamed into place, so a crash never
 leaves a half-written artifact under its real name.

@@ -127,7 +127,7 @@ def _fit_rows(run_dir: Path):
 
 
 def train(run_dir: Path | str, config: TrainConfig, fingerprint: str | None = None,
-          verbose: int | None = None) -> dict:
+          verbose: int | None = None, labels: np.ndarray | None = None, keep: np.ndarray | None = None) -> dict:
     """Train on split 'train', select on 'val'; write model.keras and history.json into the run.
 
     ``config`` holds every setting (checked when it was made). ``fingerprint`` identifies the
@@ -136,6 +136,10 @@ def train(run_dir: Path | str, config: TrainConfig, fingerprint: str | None = No
     split. ``verbose`` is model.fit's (None: Keras' live bar in a terminal, a line per epoch in logs).
     Returns what run.json records under "train": arch, width, cam_layer, params, epochs_run,
     best_epoch (1-based), best_val_pr_auc, train_seconds, n_train, n_val, train_patches_per_s.
+
+    ``labels`` and ``keep`` (row-aligned with the manifest; pipeline.run passes the reviewed labels
+    and the patches not left out as unsure): the labels to fit and early-stop on instead of the
+    dataset's, and the rows of train and val to use; ``fingerprint`` must cover them.
     """
     if not isinstance(config, TrainConfig):
         raise TypeError(f"config must be a model.config.TrainConfig, got {type(config).__name__}")
@@ -144,7 +148,15 @@ def train(run_dir: Path | str, config: TrainConfig, fingerprint: str | None = No
     from model import fit as fitting
 
     run_dir = Path(run_dir)
-    manifest, split, labels, patches, tr, va = _fit_rows(run_dir)
+    manifest, split, dataset_labels, patches, tr, va = _fit_rows(run_dir)
+    labels = dataset_labels if labels is None else np.asarray(labels, np.int64)
+    if len(labels) != len(manifest):
+        raise ValueError(f"labels has {len(labels)} rows; the manifest has {len(manifest)}")
+    if keep is not None:
+        keep = np.asarray(keep, bool)
+        tr, va = tr[keep[tr]], va[keep[va]]
+        if len(tr) == 0 or len(va) == 0:
+            raise UsageError("the reviews leave no training or no validation patch (all left out as unsure)")
     if fingerprint is None:
         fingerprint = store.fingerprint(config.fingerprint_settings(), split, len(manifest))
 

@@ -23,7 +23,7 @@ def reviews_frame(rows) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------- contracts with app/
 def test_constants_match_the_review_store_and_export():
-    from app import exports, reviews
+    from pipeline import exports, reviews
 
     assert ag.VERDICTS == tuple(reviews.VERDICTS)
     assert ag.CSV_COLUMNS == tuple(reviews.COLUMNS)
@@ -318,7 +318,7 @@ def test_consensus_rule_describe_and_validation():
 
 # --------------------------------------------------------------------------- CSV import
 def test_csv_import_round_trips_the_store_export(tmp_path):
-    from app.reviews import ReviewStore
+    from pipeline.reviews import ReviewStore
 
     store = ReviewStore(tmp_path)
     notes = ["=HYPERLINK(\"http://x\")", "+1 mitoses", "-", "@here", "\tindented", "line one\r\nline two", "plain", ""]
@@ -398,7 +398,7 @@ def test_csv_import_file_level_errors(tmp_path):
 
 
 def test_unneutralise_inverts_the_export():
-    from app.exports import neutralise
+    from pipeline.exports import neutralise
 
     for text in ("=1+1", "+x", "-", "@a", "\tt", "\rr", "plain", "'quoted", "", "'", "-5"):
         assert ag.unneutralise(neutralise(text)) == text

@@ -46,13 +46,15 @@ def test_a_review_is_saved_and_survives_an_app_restart(monkeypatch, tiny_run):
     note = f"DCIS, not invasive {uuid.uuid4().hex[:8]}"
     at = start_app(monkeypatch, tiny_run.parent, "views/inspector.py", patient=patient, patch=row,
                    threshold=repr(threshold))
+    assert at.button(key="save_review").disabled  # nobody signed in: no review without a name
+    at.text_input(key="sign_in_name").input("Dr Test")
+    at.button(key="sign_in").click().run()  # once per session, in the sidebar
     at.radio(key="review_verdict").set_value("label_wrong")
     at.text_area(key="review_note").input(note)
-    at.text_input(key="review_reviewer").input("Dr Test")
     at.button(key="save_review").click().run()
     assert any("Review saved" in s.value for s in at.success)
-    assert at.session_state.reviewer == "Dr Test"  # remembered for the next review
-    assert at.text_input(key="review_reviewer").value == "Dr Test"
+    assert at.session_state.reviewer == "Dr Test"  # kept for the next review
+    assert any("Reviewing as **Dr Test**" in c.value for c in at.caption)
 
     restarted = start_app(monkeypatch, tiny_run.parent, "views/review_log.py")
     table = restarted.dataframe[0].value
@@ -81,4 +83,4 @@ def test_errors_gallery_lists_the_errors_most_confident_first(monkeypatch, tiny_
     at = start_app(monkeypatch, tiny_run.parent, "views/errors.py", split="all", threshold=repr(threshold))
     at.button_group(key="gallery_mode").set_value("Review queue").run()
     assert not at.exception
-    assert "not reviewed yet" in at.caption[0].value
+    assert "most uncertain first" in at.caption[0].value

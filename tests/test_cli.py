@@ -28,7 +28,8 @@ print("HEAVY:" + ",".join(heavy))
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["synth", "--help"], ["run", "--help"], ["score", "--help"],
-                                  ["compare", "--help"], ["run", "--data", "x", "--epochs", "0"]])
+                                  ["compare", "--help"], ["run", "--data", "x", "--epochs", "0"], ["reviews", "--help"],
+                                  ["reviews", "export", "--help"], ["export-geojson", "--help"]])
 def test_help_and_option_checks_import_no_tensorflow(argv):
     proc = subprocess.run([sys.executable, "-c", _IMPORTS_AFTER.format(argv=argv)], capture_output=True, text=True,
                           cwd=ROOT, timeout=120)

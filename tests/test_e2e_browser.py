@@ -1,11 +1,13 @@
 """End to end in a real headless Chromium: the app served by `streamlit run` on the tiny run.
 
 Threshold typed into the number box -> metrics change; a misclassified patch opened from the
-errors gallery -> its Grad-CAM image loads; a review saved; a patch clicked on the slide opens in
-the inspector; a row of the per-patient table opens that patient. A screenshot of each step goes
+errors gallery -> its Grad-CAM image loads; the reviewer signs in once and saves a review in run A;
+a patch clicked on the slide opens in the inspector; a row of the per-patient table opens that
+patient; run B of the same cohort lists the review. A screenshot of each step goes
 to test-output/e2e/ (git-ignored) for a human look.
 """
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -33,10 +35,14 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def served_app(tiny_run):
-    """`streamlit run app/main.py` on a free port against the tiny run; always stopped afterwards."""
+def served_app(tmp_path, tiny_run):
+    """`streamlit run app/main.py` on a free port against two copies of the tiny run (run-a, run-b: one
+    cohort, so one review store); always stopped afterwards."""
+    for name in ("run-a", "run-b"):
+        shutil.copytree(tiny_run, tmp_path / "runs" / name, ignore=shutil.ignore_patterns(f"{store.REVIEWS}*"))
     port = free_port()
-    env = {**os.environ, "IDC_RUNS": str(tiny_run.parent)}
+    env = {**os.environ, "IDC_RUNS": str(tmp_path / "runs")}
+    env.pop("IDC_REVIEWERS", None)
     server = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port),
          "--server.headless", "true"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -103,7 +109,7 @@ def test_review_a_misclassified_patch_in_the_browser(served_app, tiny_run):
         page.set_default_timeout(TIMEOUT_MS)
         expect.set_options(timeout=TIMEOUT_MS)
         try:
-            page.goto(served_app)
+            page.goto(f"{served_app}/?run=run-a")
             expect(page.get_by_text("SYNTHETIC cohort")).to_be_visible()
             sensitivity = metric_value(page, "Sensitivity (recall)")
             expect(sensitivity).to_have_text(f"{expected[0.5]['sensitivity']:.3f}")
@@ -128,12 +134,17 @@ def test_review_a_misclassified_patch_in_the_browser(served_app, tiny_run):
             assert page.get_by_text("false positive").or_(page.get_by_text("false negative")).count() > 0
             shot(page, "04_inspector_grad_cam")
 
+            expect(page.get_by_role("button", name="Save review")).to_be_disabled()  # nobody signed in yet
+            name = page.get_by_label("Your name (once per session)", exact=True)
+            name.fill("E2E")
+            name.press("Enter")
+            page.get_by_role("button", name="Sign in").click()
+            expect(page.get_by_text("Reviewing as E2E")).to_be_visible()  # once per session, in the sidebar
             page.get_by_text("Label is wrong").click()
             page.get_by_label("Note").fill("end-to-end check: stroma, not tumour")
-            page.get_by_label("Reviewer").fill("E2E")
             page.get_by_role("button", name="Save review").click()
             expect(page.get_by_text("Review saved: Label is wrong")).to_be_visible()
-            expect(page.get_by_label("Reviewer")).to_have_value("E2E")  # remembered for the next review
+            expect(page.get_by_text("Signed in as E2E")).to_be_visible()  # kept for the next review
             expect(page.get_by_label("Note")).to_have_value("")
             shot(page, "05_review_saved")
 
@@ -166,5 +177,10 @@ def test_review_a_misclassified_patch_in_the_browser(served_app, tiny_run):
             page.get_by_role("heading", name="Patient viewer").wait_for()
             page.wait_for_url(f"**patient={last}**")
             shot(page, "07_table_row_opens_patient")
+
+            # The other run of the same cohort shows the review given in run A.
+            page.goto(f"{served_app}/reviews?run=run-b")
+            expect(page.get_by_text("1 reviews of 1 patches by 1 reviewer(s)")).to_be_visible()
+            shot(page, "08_review_shown_in_the_other_run")
         finally:
             browser.close()

@@ -1,4 +1,4 @@
-"""Pathologist reviews in SQLite: round trip, validation, durability and concurrent writers."""
+"""Pathologist reviews in SQLite (pipeline/reviews.py): round trip, validation, durability, concurrent writers."""
 from __future__ import annotations
 
 import io
@@ -12,14 +12,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from app.reviews import COLUMNS, VERDICTS, ReviewStore
+from pipeline.reviews import COLUMNS, VERDICTS, ReviewStore
 from pipeline import store
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _review(**over):
-    base = dict(row=3, patient_id="90001", x=51, y=101, verdict="agree", note="", reviewer="dr_a")
+    base = dict(patient_id="90001", x=51, y=101, verdict="agree", note="", reviewer="dr_a")
     base.update(over)
     return base
 
@@ -38,7 +38,8 @@ def test_round_trip(db):
     assert len(df) == 1
     got = df.iloc[0]
     assert got["id"] == rid
-    assert (got["row"], got["patient_id"], got["x"], got["y"]) == (3, "90001", 51, 101)
+    assert (got["patient_id"], got["x"], got["y"]) == ("90001", 51, 101)
+    assert got["source"] == "app" and pd.isna(got["recorded_row"]) and pd.isna(got["threshold"])
     assert (got["verdict"], got["note"], got["reviewer"]) == ("label_wrong", note, "dr_a")
     created = pd.Timestamp(got["created_at"])
     assert created.tzinfo is not None and created.utcoffset().total_seconds() == 0
@@ -50,7 +51,8 @@ def test_validation_rejects_and_writes_nothing(db):
     with pytest.raises(ValueError) as exc:
         rs.add(**_review(verdict="maybe"))
     assert all(v in str(exc.value) for v in VERDICTS)  # the message lists the valid verdicts
-    for bad in (dict(reviewer=""), dict(reviewer="   "), dict(row=-1), dict(row=1.5), dict(row=True),
+    for bad in (dict(reviewer=""), dict(reviewer="   "), dict(x=1.5), dict(y=True), dict(threshold=1.5),
+                dict(prob_shown=-0.1), dict(source="web"), dict(created_at="yesterday"),
                 dict(patient_id=""), dict(x="51"), dict(note="x" * 10_001)):
         with pytest.raises(ValueError):
             rs.add(**_review(**bad))
@@ -64,11 +66,20 @@ def test_schema_rejects_bad_rows_even_past_the_python_checks(db):
     ReviewStore(db)
     with sqlite3.connect(db) as conn:
         with pytest.raises(sqlite3.IntegrityError):
-            conn.execute("INSERT INTO reviews (\"row\", patient_id, x, y, verdict, note, reviewer, created_at) "
-                         "VALUES (1, '9', 1, 1, 'bogus', '', 'a', 't')")
+            conn.execute("INSERT INTO reviews (patient_id, x, y, verdict, note, reviewer, created_at) "
+                         "VALUES ('9', 1, 1, 'bogus', '', 'a', 't')")
         with pytest.raises(sqlite3.IntegrityError):
-            conn.execute("INSERT INTO reviews (\"row\", patient_id, x, y, verdict, note, reviewer, created_at) "
-                         "VALUES (1, '9', 1, 1, 'agree', '', '  ', 't')")
+            conn.execute("INSERT INTO reviews (patient_id, x, y, verdict, note, reviewer, created_at) "
+                         "VALUES ('9', 1, 1, 'agree', '', '  ', 't')")
+        with pytest.raises(sqlite3.IntegrityError):
+            conn.execute("INSERT INTO reviews (patient_id, x, y, verdict, note, reviewer, created_at, threshold) "
+                         "VALUES ('9', 1, 1, 'agree', '', 'a', 't', 2.0)")
+        conn.execute("INSERT INTO reviews (patient_id, x, y, verdict, note, reviewer, created_at) "
+                     "VALUES ('9', 1, 1, 'agree', '', 'a', 't')")
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):  # no writer may rewrite history
+            conn.execute("UPDATE reviews SET verdict = 'label_wrong'")
+        with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+            conn.execute("DELETE FROM reviews")
 
 
 def test_review_survives_reopening(db):
@@ -82,15 +93,18 @@ def test_review_survives_reopening(db):
 
 
 def test_wal_mode_and_identity(tmp_path):
-    run_dir = tmp_path / "myrun"
-    store.update_meta(run_dir, name="myrun", stages={"ingest": {"fingerprint": "abc123"}})
-    rs = ReviewStore(run_dir)  # a run folder resolves to its reviews.sqlite
-    assert rs.path == run_dir / store.REVIEWS
+    from pipeline.reviews import COHORTS_DIR, cohort_dir, open_for_run
+
+    run_dir = tmp_path / "runs" / "myrun"
+    store.update_meta(run_dir, name="myrun", data_root="/data/cohort_a", stages={"ingest": {"fingerprint": "abc123"}})
+    rs = open_for_run(run_dir)  # a run opens its cohort's store, beside the runs
+    assert rs.path == cohort_dir(run_dir) / store.REVIEWS
+    assert rs.path.parent.parent == tmp_path / "runs" / COHORTS_DIR and rs.path.parent.name.startswith("cohort_a-")
+    assert not (run_dir / store.REVIEWS).exists()  # nothing written into the run folder
     with sqlite3.connect(rs.path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
     meta = rs.meta()
-    assert meta["schema_version"] == "1"
-    assert meta["run_name"] == "myrun" and meta["manifest_fingerprint"] == "abc123"
+    assert meta["schema_version"] == "2" and meta["data_root"] == "/data/cohort_a"
 
 
 def test_newer_schema_is_refused(db):
@@ -103,16 +117,19 @@ def test_newer_schema_is_refused(db):
 
 def test_latest_supersedes_and_history_is_kept(db):
     rs = ReviewStore(db)
-    first = rs.add(**_review(row=5, verdict="agree", reviewer="dr_a"))
-    rs.add(**_review(row=7, patient_id="90002", verdict="unsure"))
-    second = rs.add(**_review(row=5, verdict="label_wrong", reviewer="dr_b", note="missed IDC"))
+    first = rs.add(**_review(x=5, verdict="agree", reviewer="dr_a"))
+    rs.add(**_review(x=7, patient_id="90002", verdict="unsure"))
+    second = rs.add(**_review(x=5, verdict="label_wrong", reviewer="dr_b", note="missed IDC"))
     latest = rs.latest()
-    assert latest["row"].tolist() == [5, 7]
-    row5 = latest[latest["row"] == 5].iloc[0]
-    assert row5["id"] == second and row5["verdict"] == "label_wrong" and row5["reviewer"] == "dr_b"
+    assert latest[["patient_id", "x"]].values.tolist() == [["90001", 5], ["90002", 7]]
+    p5 = latest[latest["x"] == 5].iloc[0]
+    assert p5["id"] == second and p5["verdict"] == "label_wrong" and p5["reviewer"] == "dr_b"
     assert rs.all()["id"].tolist()[0] == first and len(rs.all()) == 3  # history kept, oldest first
+    # ... and both reviewers' opinions stay: dr_b's verdict does not supersede dr_a's
+    both = rs.latest_per_reviewer()
+    assert both[both["x"] == 5]["verdict"].tolist() == ["agree", "label_wrong"]
     assert rs.for_patient("90001")["id"].tolist() == [second]
-    assert rs.for_patient(90002)["row"].tolist() == [7]
+    assert rs.for_patient(90002)["x"].tolist() == [7]
     assert rs.for_patient("nobody").empty
 
 
@@ -164,7 +181,7 @@ def test_concurrent_processes_lose_nothing(tmp_path):
     db = tmp_path / store.REVIEWS
     script = textwrap.dedent(f"""
         import sys
-        from app.reviews import ReviewStore
+        from pipeline.reviews import ReviewStore
         rs = ReviewStore({str(db)!r})
         k = int(sys.argv[1])
         for i in range(40):
@@ -185,19 +202,21 @@ def test_failed_transaction_leaves_nothing(db):
     rs.add(**_review())
     with pytest.raises(RuntimeError, match="crash"):
         with rs._connect() as conn, rs._transaction(conn):
-            conn.execute('INSERT INTO reviews ("row", patient_id, x, y, verdict, note, reviewer, created_at) '
-                         "VALUES (4, '90001', 1, 1, 'agree', '', 'dr_a', 't')")
+            conn.execute("INSERT INTO reviews (patient_id, x, y, verdict, note, reviewer, created_at) "
+                         "VALUES ('90001', 1, 1, 'agree', '', 'dr_a', 't')")
             assert conn.in_transaction
             raise RuntimeError("crash")
-    assert rs.count() == 1 and rs.all()["row"].tolist() == [3]
+    assert rs.count() == 1 and rs.all()["x"].tolist() == [51]
 
 
-def test_mismatched_rows_and_backup(db, tmp_path):
+def test_resolved_by_identity_and_backup(db, tmp_path):
     rs = ReviewStore(db)
     table = pd.DataFrame({"patient_id": ["90001", "90001", "90002"], "x": [1, 51, 1], "y": [1, 1, 51]})
-    rs.add(**_review(row=1, patient_id="90001", x=51, y=1))   # matches row 1
-    rs.add(**_review(row=2, patient_id="90001", x=1, y=1))    # row 2 shows another patch
-    rs.add(**_review(row=10, patient_id="90003", x=1, y=1))   # row beyond the table
-    assert rs.mismatched(table)["row"].tolist() == [2, 10]
+    rs.add(**_review(patient_id="90001", x=51, y=1))   # row 1
+    rs.add(**_review(patient_id="90001", x=1, y=1, recorded_row=2))   # given on row 2, now row 0
+    rs.add(**_review(patient_id="90003", x=1, y=1))   # not in the table
+    got = rs.resolved(table)
+    assert got.every["row"].tolist() == [1, 0, -1] and got.moved == 1 and len(got.not_in_run) == 1
+    assert rs.mismatched(table)["x"].tolist() == [1]
     copy = rs.backup(tmp_path / "copy.sqlite")
     assert ReviewStore(copy).all().equals(rs.all())

@@ -93,3 +93,33 @@ def test_model_text_says_which_model_and_how_it_was_trained():
     assert "width" not in cohort.model_text({"arch": "vgg16", "train": {**meta["train"], "width": None}})
     # A `pipeline score` run names where its model came from.
     assert "carried over" in cohort.model_text({"arch": "separable", "source_run": "/runs/a"})
+
+
+def test_spread_over_patients_takes_turns_keeping_each_patients_order():
+    import pandas as pd
+
+    from app.selection import spread_over_patients
+
+    queue = pd.DataFrame({"distance": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]}, index=[10, 11, 12, 13, 14, 15])
+    pids = ["a", "a", "a", "b", "c", "b"]
+    out = spread_over_patients(queue, pids)
+    assert out.index.tolist() == [10, 13, 14, 11, 15, 12]
+    assert spread_over_patients(queue.iloc[:0], []).empty
+
+
+def test_slide_progress_not_started_in_review_done_and_reopened():
+    import pandas as pd
+
+    from app.selection import progress_text, slide_progress
+
+    reviews = pd.DataFrame({"patient_id": ["a", "a", "b"], "row": [1, 1, 5], "reviewer": ["A", "B", "A"],
+                            "created_at": ["2025-01-01T00:00", "2025-01-02T00:00", "2025-01-03T00:00"]})
+    status = pd.DataFrame({"patient_id": ["b", "c"], "status": ["done", "reopened"], "reviewer": ["A", "B"],
+                           "created_at": ["2025-01-04T00:00", "2025-01-05T00:00"]})
+    out = slide_progress(["a", "b", "c", "d"], reviews, status)
+    assert out["progress"].tolist() == ["in review", "done", "in review", "not started"]
+    assert out.loc["a", "patches_reviewed"] == 1 and out.loc["a", "by"] == "A, B"
+    assert out.loc["b", "by"] == "A" and out.loc["b", "when"] == "2025-01-04T00:00"
+    assert progress_text(out.loc["b"]) == "done by A" and progress_text(out.loc["d"]) == "not started"
+    empty = slide_progress(["a"], reviews.iloc[:0], status.iloc[:0])
+    assert empty["progress"].tolist() == ["not started"]

@@ -2,7 +2,7 @@
 import numpy as np
 import streamlit as st
 
-from app import cohort, loaders, selection, slides, state, ui
+from app import cohort, identity, loaders, selection, slides, state, ui
 from app.cam_overlay import overlay_cam
 from model.explain import METHODS
 from pipeline import store
@@ -26,10 +26,18 @@ mode = mode_col.segmented_control(
     help="Errors: false positives/negatives, most confident first. Review queue: patches not reviewed yet, "
          "either nearest the threshold (most uncertain) or the most confident errors.")
 patient_ids = sorted(data.rows["patient_id"].unique())
+progress = loaders.progress(run, reviews)
+if st.toggle("Only unreviewed patients", key="gallery_only_unreviewed",
+             help="Only the patients whose slide is not marked done, in the patient list and in 'all patients'"):
+    patient_ids = [p for p in patient_ids if progress.at[str(p), "progress"] != selection.PROGRESS[2]]
+    data_rows = data.rows[data.rows["patient_id"].isin(patient_ids)]
+else:
+    data_rows = data.rows
 every_patient = "all patients" + (" (all splits)" if split == "all" else f" of the {split} split")
 patient = patient_col.selectbox("Patient", ["all", *patient_ids], key="gallery_patient",
-                                format_func=lambda p: every_patient if p == "all" else p)
-rows = data.rows if patient == "all" else data.rows[data.rows["patient_id"] == patient]
+                                format_func=lambda p: every_patient if p == "all"
+                                else f"{p} · {selection.progress_text(progress.loc[str(p)])}")
+rows = data_rows if patient == "all" else data_rows[data_rows["patient_id"] == patient]
 verdicts = reviews.verdicts()
 
 if mode == ERRORS:
@@ -40,8 +48,18 @@ if mode == ERRORS:
 else:
     order = st.radio("Order", list(selection.QUEUE_ORDERS), format_func=selection.QUEUE_ORDERS.get,
                      horizontal=True, key="queue_order")
-    items = selection.review_queue(rows, threshold, order, reviewed_rows=verdicts.index)
-    order_text = "not reviewed yet, " + selection.QUEUE_ORDERS[order].lower()
+    me = identity.current()
+    found = reviews.found
+    mine = found.loc[found["reviewer"] == me, "row"].unique() if me else []  # others' reviews do not exclude
+    spread_col, _ = st.columns([2, 3])
+    spread = spread_col.toggle("Spread over patients", key="queue_spread",
+                               help="Take turns between patients (each one's next patch in queue order), "
+                                    "instead of finishing one patient's patches first.")
+    items = selection.review_queue(rows, threshold, order, reviewed_rows=mine)
+    if spread:
+        items = selection.spread_over_patients(items, run.table["patient_id"].reindex(items.index).to_numpy())
+    order_text = ((f"not reviewed by {me} yet, " if me else "sign in to leave out your own reviews; ")
+                  + selection.QUEUE_ORDERS[order].lower() + (", spread over patients" if spread else ""))
 
 scope = cohort.scope_text(split, {"n_patients": rows["patient_id"].nunique(), "n_patches": len(rows),
                                   "n_positive": int(rows["label"].sum())})

@@ -1,20 +1,48 @@
 """Cohort overview: metrics at the threshold on a split, curves, calibration, per-patient table."""
 import streamlit as st
 
-from app import charts, cohort, exports, loaders, state, ui
-from pipeline import evaluate, metrics
+from app import charts, cohort, exports, loaders, selection, state, ui
+from pipeline import agreement, evaluate, metrics
+
+DATASET, REVIEWED = "Dataset labels", "Reviewed labels"
 
 ss = st.session_state
 run = state.current_run()
 threshold, split = ss.threshold, ss.split
-data = loaders.split_data(run, split)
-scope = cohort.scope_text(split, data.described)
+reviews = loaders.run_reviews(run)
 
 st.title(f"Cohort overview · {run.name}")
+ui.reviews_problem(reviews)
+labels_col, rule_col = st.columns([2, 3], vertical_alignment="bottom")
+source = labels_col.segmented_control(
+    "Labels", [DATASET, REVIEWED], default=DATASET, required=True, key="overview_labels",
+    help="Measure every metric and curve against the dataset's labels, or against the labels after the "
+         "reviewers' consensus (a label flipped where the rule says the reviewers found it wrong).")
+labels = loaders.DATASET_LABELS
+if source == REVIEWED:
+    rule_name = rule_col.selectbox("Consensus rule", list(agreement.CONSENSUS_RULES), index=1, key="overview_rule",
+                                   format_func=lambda r: f"{r}: {agreement.CONSENSUS_RULES[r]}")
+    labels = loaders.reviewed_labels(run, agreement.ConsensusRule(rule_name), reviews)
+data = loaders.split_data(run, split, labels)
+scope = cohort.scope_text(split, data.described)
 if not len(data.rows):
     st.info(f"The {split} split of this run has no patients. Pick another split in the sidebar.")
     st.stop()
 ui.scope_caption(f"{scope}, at threshold {threshold:.3f}")
+if labels.reviewed is not None:
+    changed = labels.reviewed.table.loc[data.rows.index]
+    n_changed = int(changed["flipped"].sum())
+    where = "across all splits" if split == "all" else f"on the {split} split"
+    st.info(f"Measured against reviewed labels: **{n_changed:,} label{'s' * (n_changed != 1)} changed {where}** "
+            f"({int((changed['flipped'] & (changed['label'] == 0)).sum()):,} to IDC, "
+            f"{int((changed['flipped'] & (changed['label'] == 1)).sum()):,} to non-IDC; "
+            f"{int((changed['n_reviewers'] > 0).sum()):,} patches reviewed). Rule: {labels.reviewed.rule.describe()}",
+            icon=":material/fact_check:")
+progress = loaders.progress(run, reviews)
+split_patients = progress.loc[[str(p) for p in data.rows["patient_id"].unique()]]
+st.caption(f":material/rate_review: Review progress: patches reviewed {int(split_patients['patches_reviewed'].sum()):,}"
+           f" / slides done {int((split_patients['progress'] == 'done').sum()):,} of {len(split_patients):,} "
+           f"({'all splits' if split == 'all' else f'the {split} split'})")
 
 # Presets are chosen on validation by the pipeline; one click moves the shared threshold there.
 chosen_on = run.evaluation.get("thresholds_chosen_on", {})
@@ -26,11 +54,11 @@ for col, (name, value) in zip(preset_cols, run.thresholds.items()):
                help=f"Chosen on {chosen_text}.")
 
 at = metrics.metrics_at(data.label, data.prob, threshold)
-curves = loaders.curves(run, split)
+curves = loaders.curves(run, split, labels)
 # 95% intervals: the split's bootstrap (resamples drawn once, cached) at this threshold, a few ms;
 # ROC-AUC/PR-AUC intervals are threshold-free (evaluation.json's, or computed once and cached).
-boot = loaders.bootstrap(run, split)
-intervals = {**boot.boot.metrics_at(threshold), **loaders.curve_intervals(run, split)} if boot.boot else {}
+boot = loaders.bootstrap(run, split, labels)
+intervals = {**boot.boot.metrics_at(threshold), **loaders.curve_intervals(run, split, labels)} if boot.boot else {}
 reasons = evaluate.undefined_metrics(data.described, split)[0]
 tiles = [(key, cohort.METRIC_LABELS[key], at[key], None)
          for key in ("sensitivity", "specificity", "precision", "f1", "balanced_accuracy", "mcc")]
@@ -73,6 +101,7 @@ st.download_button("Download metrics (CSV)", exports.csv_bytes(metrics_table), f
 st.subheader("Per patient")
 ui.scope_caption(f"{scope}, at threshold {threshold:.3f}; select a row to open the patient")
 per_patient = evaluate.per_patient_table(data.rows, threshold)
+per_patient["review"] = [selection.progress_text(progress.loc[str(p)]) for p in per_patient["patient_id"]]
 n_errors = int(per_patient["errors"].sum())
 st.caption(f"Share of errors: each patient's false positives + false negatives as a % of the split's {n_errors:,} "
            f"errors at this threshold ({int(per_patient['false_pos'].sum()):,} FP, "
@@ -96,7 +125,7 @@ st.dataframe(
         "f1": st.column_config.NumberColumn("F1", format="%.3f"),
         "sensitivity": st.column_config.NumberColumn("Sensitivity", format="%.3f"),
         "specificity": st.column_config.NumberColumn("Specificity", format="%.3f"),
-        "false_pos": "False pos.", "false_neg": "False neg.", "errors": "Errors",
+        "false_pos": "False pos.", "false_neg": "False neg.", "errors": "Errors", "review": "Review",
         "error_share_pct": st.column_config.NumberColumn(
             "Share of errors %", format="%.1f", help="The patient's FP + FN as a % of all the split's FP + FN"),
         "fp_share_pct": st.column_config.NumberColumn("Share of FP %", format="%.1f",
@@ -104,7 +133,7 @@ st.dataframe(
         "fn_share_pct": st.column_config.NumberColumn("Share of FN %", format="%.1f",
                                                       help="The patient's false negatives as a % of the split's"),
     },
-    column_order=("patient_id", "split", "patches", "true_idc_pct", "pred_idc_pct", "f1", "sensitivity",
+    column_order=("patient_id", "split", "review", "patches", "true_idc_pct", "pred_idc_pct", "f1", "sensitivity",
                   "specificity", "errors", "error_share_pct", "false_pos", "fp_share_pct", "false_neg", "fn_share_pct"),
 )
 st.download_button("Download per-patient table (CSV)", exports.csv_bytes(per_patient.assign(threshold=threshold)),

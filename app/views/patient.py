@@ -14,6 +14,7 @@ threshold = ss.threshold
 st.title("Patient viewer")
 ui.reviews_problem(loaders.run_reviews(run))
 patient_id = ui.patient_picker(run)
+ui.slide_done_control(run, patient_id)
 slide = loaders.slide(run, patient_id)
 rows = slide.rows
 label, prob = rows["label"].to_numpy(), rows["prob"].to_numpy()

@@ -7,7 +7,7 @@ patches the run no longer has are listed apart, never dropped.
 import streamlit as st
 
 from app import exports, loaders, selection, state, ui
-from app.reviews import VERDICTS
+from pipeline.reviews import VERDICTS
 
 ss = st.session_state
 run = state.current_run()
@@ -66,12 +66,15 @@ def _open_selected_review() -> None:
 
 
 st.dataframe(
-    shown[["created_at", "reviewer", "patient_id", "x", "y", "verdict", "note", "label", "prob", "outcome", "row"]],
+    shown[["created_at", "reviewer", "patient_id", "x", "y", "verdict", "note", "label", "prob", "outcome", "row",
+           *[c for c in ("run_name", "prob_shown") if c in shown]]],
     hide_index=True, width="stretch", key="reviews_table", on_select=_open_selected_review,
     selection_mode="single-row",
     column_config={"created_at": "When (UTC)", "reviewer": "Reviewer", "patient_id": "Patient", "verdict": "Verdict", "note": "Note",
                    "label": "True label", "prob": st.column_config.NumberColumn("P(IDC)", format="%.3f"),
-                   "outcome": f"Outcome at {threshold:.3f}", "row": "Row"},
+                   "outcome": f"Outcome at {threshold:.3f}", "row": "Row", "run_name": "Given in run",
+                   "prob_shown": st.column_config.NumberColumn("P(IDC) shown", format="%.3f",
+                                                               help="In the run the review was given in")},
 )
 st.caption("Select a row to open its patch in the inspector.")
 if len(missing):

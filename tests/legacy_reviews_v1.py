@@ -1,3 +1,6 @@
+# A frozen copy of app/reviews.py as it was before the cohort store (schema 1), kept only so that
+# tests/test_cohort_reviews.py can make an old per-run reviews.sqlite exactly as the old code wrote it.
+# noqa: the module is not part of the project; do not import it outside the tests.
 """Pathologist reviews of patches, kept in SQLite in the run folder (``reviews.sqlite``).
 
 Nothing a reviewer entered may be lost or half-written:
