@@ -281,13 +281,31 @@ BROKEN_TAG = "⚠ cannot be opened"
 
 
 def run_label(path: Path) -> str:
+    described = _described(str(path), _meta_version(path))
+    if described is None:  # an unreadable run.json must not take the whole picker down
+        return f"{path.name} · {BROKEN_TAG}"
+    broken = f" · {BROKEN_TAG}" if loaders.known_broken(path) else ""
+    return f"{path.name}{described}{broken}"
+
+
+def _meta_version(path: Path) -> tuple[int, int, int] | None:
+    try:
+        stat = (path / store.RUN_META).stat()
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size  # ctime: a chmod is a new version too
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def _described(path: str, version: tuple[int, int, int] | None) -> str | None:
+    """' · SYNTHETIC · created' from the run's run.json, read once per version of that file (the picker
+    labels every run on every rerun); None when it cannot be read."""
     try:
         meta = store.read_meta(path)
-    except store.ArtifactError:  # an unreadable run.json must not take the whole picker down
-        return f"{path.name} · {BROKEN_TAG}"
+    except store.ArtifactError:
+        return None
     tag = " · SYNTHETIC" if meta.get("synthetic") else ""
-    broken = f" · {BROKEN_TAG}" if loaders.known_broken(path) else ""
-    return f"{path.name}{tag} · {str(meta.get('created', '?')).replace('T', ' ')[:16]}{broken}"
+    return f"{tag} · {str(meta.get('created', '?')).replace('T', ' ')[:16]}"
 
 
 def sidebar(run_paths: list[Path]) -> None:

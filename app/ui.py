@@ -92,14 +92,25 @@ def reviews_problem(reviews: RunReviews) -> None:
         st.error(reviews.problem, icon=":material/rate_review:")
 
 
-def patient_picker(run: store.Run) -> str:
+def reviews_or_stop(run: store.Run) -> RunReviews:
+    """The run's reviews, for a page that shows nothing without them: a broken reviews file is said
+    (reviews_problem) and the page stops there."""
+    reviews = loaders.run_reviews(run)
+    reviews_problem(reviews)
+    if reviews.problem:
+        st.stop()
+    return reviews
+
+
+def patient_picker(run: store.Run, reviews: RunReviews | None = None) -> str:
     """Previous / patient selectbox / next; returns the current patient.
 
     Draws the patient state.resolve_view chose (the first test patient by default); changes only in callbacks.
+    ``reviews``: the page's loaders.run_reviews, so the store is not read again for the progress labels.
     """
     ss = st.session_state
     patients = loaders.patients(run)
-    progress = loaders.progress(run)
+    progress = loaders.progress(run, reviews)
     ids = patients["patient_id"].tolist()
     label = {r.patient_id: f"{r.patient_id} · {r.split} · {r.patches:,} patches · "
                            f"{selection.progress_text(progress.loc[str(r.patient_id)])}"

@@ -8,17 +8,14 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app import loaders, state, ui
+from app import state, ui
 from pipeline import agreement
 
 ss = st.session_state
 run = state.current_run()
 
 st.title("Agreement")
-reviews = loaders.run_reviews(run)
-ui.reviews_problem(reviews)
-if reviews.problem:
-    st.stop()
+reviews = ui.reviews_or_stop(run)
 found = reviews.found
 if found.empty:
     st.info("No reviews yet. Agreement is measured on patches that two or more reviewers reviewed.",

@@ -8,10 +8,11 @@ run = state.current_run()
 threshold = ss.threshold
 
 st.title("Patch inspector")
-ui.reviews_problem(loaders.run_reviews(run))
+reviews = loaders.run_reviews(run)
+ui.reviews_problem(reviews)
 # Patient and patch are resolved before the page draws (state.resolve_view): by default the first
 # test patient and its most confident error, the patch a reviewer most likely came for.
-patient_id = ui.patient_picker(run)
+patient_id = ui.patient_picker(run, reviews)
 rows = loaders.slide(run, patient_id).rows
 outcome = selection.outcome_names(rows["label"].to_numpy(), rows["prob"].to_numpy(), threshold)
 

@@ -12,8 +12,9 @@ run = state.current_run()
 threshold = ss.threshold
 
 st.title("Patient viewer")
-ui.reviews_problem(loaders.run_reviews(run))
-patient_id = ui.patient_picker(run)
+reviews = loaders.run_reviews(run)
+ui.reviews_problem(reviews)
+patient_id = ui.patient_picker(run, reviews)
 ui.slide_done_control(run, patient_id)
 slide = loaders.slide(run, patient_id)
 rows = slide.rows

@@ -6,7 +6,7 @@ patches the run no longer has are listed apart, never dropped.
 """
 import streamlit as st
 
-from app import exports, loaders, selection, state, ui
+from app import exports, selection, state, ui
 from pipeline.reviews import VERDICTS
 
 ss = st.session_state
@@ -14,10 +14,7 @@ run = state.current_run()
 threshold = ss.threshold
 
 st.title("Reviews")
-reviews = loaders.run_reviews(run)
-ui.reviews_problem(reviews)
-if reviews.problem:
-    st.stop()
+reviews = ui.reviews_or_stop(run)
 everything = reviews.every
 if everything.empty:
     st.info("No reviews yet. Open a patch in the inspector (or from the errors gallery) and save a verdict; "
