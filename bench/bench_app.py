@@ -1,7 +1,7 @@
 """How fast the dashboard's hot paths are at full dataset scale, against naive baselines.
 
-    .venv/bin/python bench/bench_app.py            # functions only (about a minute)
-    .venv/bin/python bench/bench_app.py --app      # also whole page reruns through Streamlit's AppTest
+    .venv/bin/python -m bench.bench_app            # functions only (about a minute)
+    .venv/bin/python -m bench.bench_app --app      # also whole page reruns through Streamlit's AppTest
 
 Builds a cohort the size of the public IDC dataset (279 patients, 277,524 patches, the largest
 slides 2,400 patches) as random arrays in a temporary folder: random labels and probabilities,
@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -30,41 +29,11 @@ import numpy as np
 import pandas as pd
 
 from app import overlays, selection, slides
-from bench.common import ROOT
+from bench.common import ROOT, median_ms, once_ms, patient_sizes
 from pipeline import evaluate, metrics, store, uncertainty
 
-N_PATIENTS, N_PATCHES, MAX_SLIDE = 279, 277_524, 2_400
 TARGETS_MS = {"metrics at a new threshold": 50, "95% intervals at a new threshold": 30, "per-patient table": 10,
               "rebuild one slide": 100}
-
-
-def once_ms(fn) -> float:
-    """One timed call, no warm-up: for one-off work that the app caches (what a first view costs)."""
-    t0 = time.perf_counter()
-    fn()
-    return (time.perf_counter() - t0) * 1000
-
-
-def median_ms(fn, repeats: int) -> float:
-    fn()  # warm-up: first-touch page faults and lazy imports are not what a slider move costs
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times)
-
-
-# --------------------------------------------------------------------------- the synthetic cohort
-def patient_sizes(rng: np.random.Generator) -> np.ndarray:
-    """279 slide sizes summing to 277,524, between 100 and 2,400, three of them at the maximum."""
-    raw = rng.lognormal(mean=0.0, sigma=0.6, size=N_PATIENTS)
-    sizes = np.clip(np.round(raw / raw.sum() * N_PATCHES), 100, MAX_SLIDE).astype(int)
-    sizes[:3] = MAX_SLIDE
-    while (gap := N_PATCHES - sizes.sum()) != 0:  # spread the rounding error, one patch per patient
-        room = np.flatnonzero((sizes < MAX_SLIDE) if gap > 0 else (sizes > 100))
-        sizes[room[room >= 3][:abs(gap)]] += np.sign(gap)
-    return sizes
 
 
 def build_table(rng: np.random.Generator) -> pd.DataFrame:

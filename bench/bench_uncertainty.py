@@ -1,6 +1,6 @@
 """How fast the patient-bootstrap intervals are at full dataset scale, against a naive baseline.
 
-    .venv/bin/python bench/bench_uncertainty.py        (or: .venv/bin/python -m bench.bench_uncertainty)
+    .venv/bin/python -m bench.bench_uncertainty        (from the project root)
 
 Builds a random cohort the size of the public IDC dataset (279 patients, 277,524 patches, slide
 sizes as bench/bench_app.py draws them; per-patient random effects on the IDC share and on the
@@ -16,26 +16,14 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import time
 
 import numpy as np
 
+from bench.common import N_PATCHES, N_PATIENTS, median_ms, patient_sizes
 from pipeline import metrics, uncertainty
 
-N_PATIENTS, N_PATCHES, MAX_SLIDE = 279, 277_524, 2_400
 TARGETS_MS = {"intervals at a new threshold": 30, "paired intervals at new thresholds": 30}
-
-
-def patient_sizes(rng: np.random.Generator) -> np.ndarray:
-    """279 slide sizes summing to 277,524, between 100 and 2,400, three at the maximum (as bench_app)."""
-    raw = rng.lognormal(mean=0.0, sigma=0.6, size=N_PATIENTS)
-    sizes = np.clip(np.round(raw / raw.sum() * N_PATCHES), 100, MAX_SLIDE).astype(int)
-    sizes[:3] = MAX_SLIDE
-    while (gap := N_PATCHES - sizes.sum()) != 0:
-        room = np.flatnonzero((sizes < MAX_SLIDE) if gap > 0 else (sizes > 100))
-        sizes[room[room >= 3][:abs(gap)]] += np.sign(gap)
-    return sizes
 
 
 def build_cohort(rng: np.random.Generator):
@@ -50,17 +38,6 @@ def build_cohort(rng: np.random.Generator):
     prob_b = (1 / (1 + np.exp(-z_b))).astype(np.float32)
     split = np.repeat(rng.choice(["train", "val", "test"], p=[0.7, 0.15, 0.15], size=N_PATIENTS), sizes)
     return patient, label, prob_a, prob_b, split
-
-
-def median_ms(fn, repeats: int, warm: bool = True) -> float:
-    if warm:
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t0) * 1000)
-    return statistics.median(times)
 
 
 # --------------------------------------------------------------------------- naive baselines

@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
+import time
 from pathlib import Path
+
+import numpy as np
 
 from model.config import TrainConfig
 
@@ -71,3 +75,33 @@ def skip_without(data: Path) -> bool:
         return False
     print(f"skipped: real patches not found at {data} (../shared/data beside the project)")
     return True
+
+
+# --------------------------------------------------------------------------- full-scale timing benches
+N_PATIENTS, N_PATCHES, MAX_SLIDE = 279, 277_524, 2_400  # the public IDC dataset's size, its largest slide
+
+
+def patient_sizes(rng: np.random.Generator) -> np.ndarray:
+    """279 slide sizes summing to 277,524, between 100 and 2,400, three of them at the maximum."""
+    raw = rng.lognormal(mean=0.0, sigma=0.6, size=N_PATIENTS)
+    sizes = np.clip(np.round(raw / raw.sum() * N_PATCHES), 100, MAX_SLIDE).astype(int)
+    sizes[:3] = MAX_SLIDE
+    while (gap := N_PATCHES - sizes.sum()) != 0:  # spread the rounding error, one patch per patient
+        room = np.flatnonzero((sizes < MAX_SLIDE) if gap > 0 else (sizes > 100))
+        sizes[room[room >= 3][:abs(gap)]] += np.sign(gap)
+    return sizes
+
+
+def once_ms(fn) -> float:
+    """One timed call, no warm-up: for one-off work that is cached afterwards (what a first view costs)."""
+    t0 = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) * 1000
+
+
+def median_ms(fn, repeats: int, warm: bool = True) -> float:
+    """Median of ``repeats`` timed calls, after one untimed warm-up call unless ``warm`` is False
+    (first-touch page faults and lazy imports are not what a repeated call costs)."""
+    if warm:
+        fn()
+    return statistics.median(once_ms(fn) for _ in range(repeats))

@@ -280,6 +280,12 @@ def format_report(report: dict, split: str = TEST) -> str:
     return "\n".join(lines)
 
 
+def _with_reviewed_labels(table: pd.DataFrame, reviewed: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with the reviewed labels (``reviewed`` row-aligned with it), its unsure patches left out."""
+    keep = ~reviewed["unsure"].to_numpy(bool)
+    return table.assign(label=reviewed["reviewed_label"].to_numpy(np.int64))[keep]
+
+
 def add_reviewed_labels(report: dict, table: pd.DataFrame, reviewed: pd.DataFrame, summary: dict) -> dict:
     """Add the test split's metrics against the reviewed labels to ``report`` (in place; returned).
 
@@ -287,9 +293,7 @@ def add_reviewed_labels(report: dict, table: pd.DataFrame, reviewed: pd.DataFram
     unsure). The test patches left out as unsure are left out here too; the thresholds are the
     report's. Stored under ``splits.test.reviewed_labels`` and summarised in ``reviewed_labels``.
     """
-    keep = ~reviewed["unsure"].to_numpy(bool)
-    relabelled = table.assign(label=reviewed["reviewed_label"].to_numpy(np.int64))[keep]
-    rows = split_rows(relabelled, TEST)
+    rows = split_rows(_with_reviewed_labels(table, reviewed), TEST)
     n_test = int((table["split"] == TEST).sum())
     report["reviewed_labels"] = {**summary, "test_patches_left_out_unsure": n_test - len(rows),
                                  "test_labels_flipped": int((reviewed["flipped"].to_numpy(bool)
@@ -320,8 +324,7 @@ def stage_evaluate(run_dir: Path, upstream_fp: str, thresholds: dict | None = No
                                for s in range(0, len(run.patches), 65536)])
     chosen_on = None
     if reviewed is not None and thresholds is None:
-        keep = ~reviewed["unsure"].to_numpy(bool)
-        val = split_rows(run.table.assign(label=reviewed["reviewed_label"].to_numpy(np.int64))[keep], VAL)
+        val = split_rows(_with_reviewed_labels(run.table, reviewed), VAL)
         thresholds = metrics.threshold_presets(val["label"].to_numpy(), val["prob"].to_numpy())
         chosen_on = {"split": f"{VAL}, reviewed labels (unsure patches left out)", **describe(val)}
     report = evaluate(run.table, thresholds, mean_rgb=mean_rgb, context=run.meta.get("context"))

@@ -50,8 +50,7 @@ def _stage_train(run_dir: Path, upstream_fp: str, config: TrainConfig, reviewed=
                              labels=reviewed.table["reviewed_label"].to_numpy(np.int64), keep=reviewed.training_mask)
         result["labels"] = "reviewed"
     store.update_meta(run_dir, arch=config.arch, cam_layer=result["cam_layer"], seed=config.seed, train=result,
-                      train_config=config.as_dict())
-    store.mark_stage(run_dir, "train", fp)
+                      train_config=config.as_dict(), stages={"train": {"fingerprint": fp}})  # one write, stage marked
     _log(f"train: best epoch {result['best_epoch']}/{result['epochs_run']}, val PR-AUC "
          f"{result['best_val_pr_auc']:.3f}, {result['train_seconds']:.0f} s, "
          f"{result['train_patches_per_s']:,.0f} patches/s")

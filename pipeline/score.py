@@ -115,8 +115,9 @@ def stage_score(run_dir: Path, upstream_fp: str, tta: bool, calibration: dict | 
         labels=labels)
     store.write_scores(run_dir, prob, raw, prob_patch)
     ingest_fp = store.read_meta(run_dir)["stages"]["ingest"]["fingerprint"]
-    store.update_meta(run_dir, calibration=calibration, context=context_params, tta=tta)
-    store.mark_stage(run_dir, "score", fp, manifest=ingest_fp)
+    # One write of run.json: the settings and the stage's record together (as mark_stage records it).
+    store.update_meta(run_dir, calibration=calibration, context=context_params, tta=tta,
+                      stages={"score": {"fingerprint": fp, "manifest": ingest_fp}})
     return fp
 
 
