@@ -171,12 +171,10 @@ def _patient_copies(root: Path, problems: list, findings: list) -> tuple[dict[st
                 pngs.append(e.name)
                 problems.append((rel, f"patch outside any patient folder; move it to {_where(e.name)} "
                                       f"({EXPECTED_LAYOUT}); ignored"))
-            elif kind == "file":
-                n_other += 1
-                problems.append((rel, f"stray file, not a patient folder ({EXPECTED_LAYOUT}); ignored"))
             else:
                 n_other += 1
-                problems.append((rel, f"{kind}; ignored"))
+                problems.append((rel, f"stray file, not a patient folder ({EXPECTED_LAYOUT}); ignored"
+                                 if kind == "file" else f"{kind}; ignored"))
         contents.append((root / base_rel if base_rel else root, _describe(pngs, n_other, dirs)))
     if not copies:  # only then does the top level explain why nothing was read
         findings += [(str(folder), "no patient folders; it is empty" if what == "nothing" else
@@ -218,12 +216,10 @@ def scan_dataset(root: Path | str) -> Scan:
                     pngs.append(le.name)
                     problems.append((lrel, f"patch directly in the patient folder; move it to its label folder "
                                            f"{prel}/0/ or {prel}/1/ (by the class<C> in its name); ignored"))
-                elif kind == "file":
-                    n_other += 1
-                    problems.append((lrel, "stray file in a patient folder (expected 0/ and 1/); ignored"))
                 else:
                     n_other += 1
-                    problems.append((lrel, f"{kind}; ignored"))
+                    problems.append((lrel, "stray file in a patient folder (expected 0/ and 1/); ignored"
+                                     if kind == "file" else f"{kind}; ignored"))
             if not {"0", "1"} & set(dirs):
                 what = _describe(pngs, n_other, dirs)
                 problems.append((f"{prel}/", f"patient folder without a 0/ or 1/ label folder (it holds {what}); "

@@ -351,6 +351,14 @@ def _time(value) -> str:
     return text
 
 
+def _required(value, message: str) -> str:
+    """``value`` as stripped text; ValueError(message) when that is empty (or value is None)."""
+    text = "" if value is None else str(value).strip()
+    if not text:
+        raise ValueError(message)
+    return text
+
+
 def _typed(df: pd.DataFrame) -> pd.DataFrame:
     out = df.copy()
     for c in ("threshold", "prob_shown"):
@@ -365,12 +373,8 @@ def _clean_review(patient_id, x, y, verdict, reviewer, note, run_name, model, th
     x, y = _int("x", x), _int("y", y)
     if verdict not in VERDICTS:
         raise ValueError(f"unknown verdict {verdict!r}; valid verdicts: {', '.join(VERDICTS)}")
-    reviewer = "" if reviewer is None else str(reviewer).strip()
-    if not reviewer:
-        raise ValueError("reviewer must be a non-empty name")
-    patient_id = "" if patient_id is None else str(patient_id).strip()
-    if not patient_id:
-        raise ValueError("patient_id must be non-empty")
+    reviewer = _required(reviewer, "reviewer must be a non-empty name")
+    patient_id = _required(patient_id, "patient_id must be non-empty")
     note = "" if note is None else str(note)
     if len(note) > MAX_NOTE_CHARS:
         raise ValueError(f"note is {len(note):,} characters; the limit is {MAX_NOTE_CHARS:,}")
@@ -520,12 +524,8 @@ class ReviewStore:
         """Record a slide's review progress (in_review, done, reopened): append-only; its id."""
         if status not in SLIDE_STATUSES:
             raise ValueError(f"status must be one of {', '.join(SLIDE_STATUSES)}, got {status!r}")
-        reviewer = "" if reviewer is None else str(reviewer).strip()
-        if not reviewer:
-            raise ValueError("reviewer must be a non-empty name")
-        pid = "" if patient_id is None else str(patient_id).strip()
-        if not pid:
-            raise ValueError("patient_id must be non-empty")
+        reviewer = _required(reviewer, "reviewer must be a non-empty name")
+        pid = _required(patient_id, "patient_id must be non-empty")
         with self._connect() as conn, self._transaction(conn):
             return int(conn.execute("INSERT INTO slide_status (patient_id, status, reviewer, created_at) "
                                     "VALUES (?, ?, ?, ?)", (pid, status, reviewer, utc_now())).lastrowid)
