@@ -48,6 +48,7 @@ import re
 import shutil
 import sqlite3
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -405,6 +406,20 @@ class ReviewStore:
         if self.path.is_dir():
             self.path = self.path / store.REVIEWS
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Changing the journal mode needs an exclusive lock, and SQLite answers "database is locked" at once,
+        # without its busy handler, while another connection is creating the same new file. Every step below
+        # is idempotent, so two app servers opening a new cohort store together retry instead of failing.
+        deadline = time.monotonic() + BUSY_TIMEOUT_S
+        while True:
+            try:
+                return self._initialise(data_root)
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
+
+    def _initialise(self, data_root: str | None) -> None:
+        """Check the schema version, switch to WAL (persistent) and create the tables if new."""
         with self._connect() as conn:
             found = self._schema_version(conn)
             if found is not None and found < SCHEMA_VERSION:
@@ -415,7 +430,7 @@ class ReviewStore:
             if found is not None and found > SCHEMA_VERSION:
                 raise NewerSchemaError(f"{self.path} has review schema version {found}, newer than this app's "
                                        f"{SCHEMA_VERSION}; update the app instead of writing to it.")
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]  # persistent; a no-op when set
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise sqlite3.OperationalError(f"{self.path}: could not switch to WAL journal mode (got {mode})")
             with self._transaction(conn):

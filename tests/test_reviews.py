@@ -196,6 +196,24 @@ def test_concurrent_processes_lose_nothing(tmp_path):
     assert df.groupby("reviewer").size().to_dict() == {"proc0": 40, "proc1": 40}
 
 
+def test_open_waits_while_another_process_creates_the_file(tmp_path):
+    """Switching to WAL fails at once (no busy handler) while another connection writes the new file in
+    rollback mode: the exact race two app servers hit when both open a new cohort store. Opening must wait."""
+    db = tmp_path / store.REVIEWS
+    other = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("CREATE TABLE other_writer (x)")
+    release = threading.Timer(0.5, lambda: other.execute("COMMIT"))
+    release.start()
+    try:
+        rs = ReviewStore(db)            # raised "database is locked" before the retry
+    finally:
+        release.join()
+        other.close()
+    rs.add(**_review())
+    assert rs.count() == 1
+
+
 def test_failed_transaction_leaves_nothing(db):
     """An exception after the INSERT but before COMMIT rolls the review back: never half-written."""
     rs = ReviewStore(db)
