@@ -570,7 +570,7 @@ def ingest(data_root: Path | str, run_dir: Path | str, workers: int | None = Non
         "decode_seconds": round(decode_s, 3),
     }
     store.update_meta(run_dir, synthetic=scan.synthetic is not None, cohort=scan.synthetic or {},
-                      data_root=str(data_root.resolve()), stages={"ingest": info})
+                      data_root=str(data_root.resolve()), mpp=names.DATASET_MPP, stages={"ingest": info})
     return info
 
 

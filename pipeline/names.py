@@ -24,6 +24,11 @@ PATCH_SIZE = 50  # the dataset's patch side in pixels; coordinates step by this
 ARCHIVE_SUBDIR = "IDC_regular_ps50_idx5"  # the archive as extracted holds every patient again in here
 SYNTHETIC_MARKER = "SYNTHETIC_COHORT.json"  # at a synthetic cohort's root, written last: its metadata
 MASK_DIR = "_region_masks"  # at a synthetic cohort's root: <pid>.png, the pixel-level IDC region
+# Microns per pixel of the dataset's patches. Janowczyk & Madabhushi 2016 (J Pathol Inform 7:29, IDC use case;
+# Cruz-Roa et al. 2014): the slides were scanned at 40x (about 0.25 um/px) and downsampled 16:1 to an apparent
+# 2.5x before the 50 px patches were cut, so one pixel is about 4 um and a patch about 200 um across.
+# Recorded in run.json as "mpp"; slides of other scanners are resampled to it (ingest-slides).
+DATASET_MPP = 4.0
 
 
 @dataclass(frozen=True)

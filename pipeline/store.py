@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.names import PATCH_SIZE
+from pipeline.names import DATASET_MPP, PATCH_SIZE
 
 RUN_META = "run.json"
 MANIFEST = "manifest.parquet"
@@ -368,6 +368,16 @@ class Run:
     @property
     def synthetic(self) -> bool:
         return bool(self.meta.get("synthetic"))
+
+    @property
+    def mpp(self) -> float:
+        """Microns per pixel of the patches (run.json "mpp"; runs written before it was recorded: the dataset's)."""
+        value = self.meta.get("mpp")
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            return DATASET_MPP
+        return value if np.isfinite(value) and value > 0 else DATASET_MPP
 
     @property
     def has_context(self) -> bool:
