@@ -33,7 +33,7 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from pipeline import store
-from pipeline.names import (ARCHIVE_SUBDIR, EXPECTED_NAME, MASK_DIR, PATCH_SIZE, SYNTHETIC_MARKER, BadPatchName,
+from pipeline.names import (ARCHIVE_SUBDIR, DATASET_MPP, EXPECTED_NAME, MASK_DIR, PATCH_SIZE, SYNTHETIC_MARKER, BadPatchName,
                             check_patch_location, is_patient_id, parse_patch_name)
 
 CHUNK = 1024  # files per decoding task; also the unit of resume
@@ -570,7 +570,7 @@ def ingest(data_root: Path | str, run_dir: Path | str, workers: int | None = Non
         "decode_seconds": round(decode_s, 3),
     }
     store.update_meta(run_dir, synthetic=scan.synthetic is not None, cohort=scan.synthetic or {},
-                      data_root=str(data_root.resolve()), mpp=names.DATASET_MPP, stages={"ingest": info})
+                      data_root=str(data_root.resolve()), mpp=DATASET_MPP, stages={"ingest": info})
     return info
 
 
