@@ -88,6 +88,39 @@ def grouped_confusion_at(groups, y_true, prob, threshold: float, n_groups: int |
     return {"tn": c[:, 0], "fp": c[:, 1], "fn": c[:, 2], "tp": c[:, 3]}
 
 
+MACRO_METRICS = ("f1", "sensitivity", "specificity", "balanced_accuracy")
+
+
+def per_group_rates_at(groups, y_true, prob, threshold: float, n_groups: int | None = None) -> dict[str, np.ndarray]:
+    """Each group's (patient's) F1, sensitivity, specificity and balanced accuracy; NaN where undefined.
+
+    Unlike :func:`rates_from_counts`, F1 is NaN (not 0) for a patient without an IDC patch: with no
+    positive to find, a patient's F1 says nothing about the model, and averaging its 0 (or its 1
+    under another convention) over patients would move the mean by the share of such patients.
+    """
+    c = grouped_confusion_at(groups, y_true, prob, threshold, n_groups)
+    r = rates_from_counts(**c)
+    has_pos = (c["tp"] + c["fn"]) > 0
+    return {"f1": np.where(has_pos, r["f1"], np.nan), "sensitivity": r["sensitivity"],
+            "specificity": r["specificity"], "balanced_accuracy": r["balanced_accuracy"]}
+
+
+def per_group_roc_auc(groups, y_true, prob, n_groups: int | None = None) -> np.ndarray:
+    """Each group's ROC-AUC (NaN for a group with a single class, where ranking is undefined)."""
+    y, p = _check_inputs(y_true, prob)
+    g = np.asarray(groups, dtype=np.int64)
+    n = int(n_groups if n_groups is not None else (g.max() + 1 if g.size else 0))
+    out = np.full(n, np.nan)
+    order = np.argsort(g, kind="stable")
+    bounds = np.searchsorted(g[order], np.arange(n + 1))
+    for k in range(n):
+        idx = order[bounds[k]:bounds[k + 1]]
+        yk = y[idx]
+        if 0 < yk.sum() < yk.size:
+            out[k] = roc_auc(yk, p[idx])
+    return out
+
+
 # --------------------------------------------------------------------------- threshold-free curves
 def _sorted_counts(y_true, prob):
     """Cumulative TP/FP counts at each distinct score, highest score first."""

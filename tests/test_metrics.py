@@ -84,3 +84,42 @@ def test_one_class_and_empty_inputs_do_not_crash():
     assert np.isnan(metrics.roc_auc(np.ones(5, int), np.linspace(0, 1, 5)))
     with pytest.raises(ValueError, match="only 0 and 1"):
         metrics.confusion_at([0, 2], [0.1, 0.2], 0.5)
+
+
+def test_per_patient_rates_and_roc_auc_match_sklearn_and_leave_undefined_as_nan(scores):
+    y, p = scores
+    y = y.copy()
+    groups = np.arange(len(y)) % 5
+    y[groups == 3] = 0                      # a patient without IDC: F1, sensitivity, ROC-AUC undefined there
+    rates = metrics.per_group_rates_at(groups, y, p, 0.45)
+    auc = metrics.per_group_roc_auc(groups, y, p)
+    for g in range(5):
+        sel = groups == g
+        if g == 3:
+            assert np.isnan(rates["f1"][g]) and np.isnan(rates["sensitivity"][g]) and np.isnan(auc[g])
+            assert rates["specificity"][g] == pytest.approx(1 - (p[sel] >= 0.45).mean())
+            continue
+        assert rates["f1"][g] == pytest.approx(sk.f1_score(y[sel], p[sel] >= 0.45))
+        assert rates["balanced_accuracy"][g] == pytest.approx(sk.balanced_accuracy_score(y[sel], p[sel] >= 0.45))
+        assert auc[g] == pytest.approx(sk.roc_auc_score(y[sel], p[sel]), abs=1e-12)
+
+
+def test_patient_macro_weighs_each_patient_once():
+    import pandas as pd
+    from pipeline import evaluate
+
+    rng = np.random.default_rng(3)
+    sizes = [2000, 30, 30, 30, 30]          # one dense patient dominates the patch counts
+    pid = np.repeat([f"p{i}" for i in range(5)], sizes)
+    y = rng.integers(0, 2, len(pid))
+    # the dense patient is scored perfectly, the sparse ones at random
+    p = np.where(pid == "p0", 0.2 + 0.6 * y, rng.random(len(pid)))
+    rows = pd.DataFrame({"patient_id": pid, "label": y, "prob": p})
+    macro = evaluate.patient_macro(rows, {"f1_optimal": 0.5}, n_boot=200)
+    per_patient = [sk.roc_auc_score(y[pid == k], p[pid == k]) for k in sorted(set(pid))]
+    assert macro["roc_auc"]["estimate"] == pytest.approx(np.mean(per_patient))
+    assert macro["roc_auc"]["n_patients"] == 5
+    assert macro["roc_auc"]["estimate"] < metrics.roc_auc(y, p) - 0.2   # the pooled figure hides the sparse ones
+    f1 = macro["at"]["f1_optimal"]["f1"]
+    assert f1["low"] <= f1["estimate"] <= f1["high"]
+    assert "patient level" in "\n".join(evaluate.format_patient_macro(macro, "test"))
