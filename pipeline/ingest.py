@@ -33,8 +33,8 @@ from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
 from pipeline import store
-from pipeline.names import (ARCHIVE_SUBDIR, DATASET_MPP, EXPECTED_NAME, MASK_DIR, PATCH_SIZE, SYNTHETIC_MARKER, BadPatchName,
-                            check_patch_location, is_patient_id, parse_patch_name)
+from pipeline.names import (ARCHIVE_SUBDIR, DATASET_MPP, EXPECTED_NAME, MASK_DIR, PATCH_SIZE, SYNTHETIC_MARKER,
+                            BadPatchName, check_patch_location, is_patient_id, parse_patch_name)
 
 CHUNK = 1024  # files per decoding task; also the unit of resume
 PROGRESS = ".ingest_progress.json"
