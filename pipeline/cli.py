@@ -27,6 +27,8 @@ COMMANDS = {
     "compare-runs": ("pipeline.compare_runs", "two runs of one cohort compared, paired, with patient-level intervals"),
     "reviews": ("pipeline.reviews_cli", "pathologist reviews of a run's cohort: add, export, agreement, import"),
     "export-geojson": ("pipeline.export_geojson", "a run's predictions as QuPath GeoJSON, one file per patient"),
+    "ingest-slides": ("pipeline.ingest_slides", "whole-slide images (OpenSlide) -> a run folder of patches, one slide per "
+                                                "patient"),
 }
 
 # What the command line reports as one "error: ..." line (exit 2): the user's input or artifacts.

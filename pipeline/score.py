@@ -122,9 +122,11 @@ def stage_score(run_dir: Path, upstream_fp: str, tta: bool, calibration: dict | 
 
 
 # --------------------------------------------------------------------------- the `score` command
-def score_new_data(source_run: Path | str, data: Path | str, out: Path | str, workers: int | None = None,
+def score_new_data(source_run: Path | str, data: Path | str | None, out: Path | str, workers: int | None = None,
                    force: bool = False) -> dict:
     """Score new patient folders with a trained run's model, calibration and thresholds.
+
+    ``data`` None: ``out`` is an ingest-slides run folder (pipeline/ingest_slides.py), scored in place.
 
     Every new patient goes to the test split: the model has never seen them. The new run carries
     the source run's calibration, neighbourhood-context weights and threshold presets, so its
@@ -151,9 +153,12 @@ def score_new_data(source_run: Path | str, data: Path | str, out: Path | str, wo
             context.check_params(src_meta["context"])
         except ValueError as exc:
             raise store.ArtifactError(f"{source_run / store.RUN_META}: {exc}") from None
-    runfolder.claim_run_folder(out, "score", Path(data), source_run=source_run, force=force)
-    info = ingest.ingest(data, out, workers=workers)
-    print(ingest.summarise(info, out), flush=True)
+    if data is None:
+        info = _slides_ingest(out)
+    else:
+        runfolder.claim_run_folder(out, "score", Path(data), source_run=source_run, force=force)
+        info = ingest.ingest(data, out, workers=workers)
+        print(ingest.summarise(info, out), flush=True)
     manifest = store.read_manifest(out)
     store.write_split(out, {pid: TEST for pid in manifest["patient_id"].unique()}, seed=None, fractions=(0, 0, 1))
 
@@ -171,9 +176,39 @@ def score_new_data(source_run: Path | str, data: Path | str, out: Path | str, wo
     score_fp = stage_score(out, model_fp, bool(src_meta.get("tta")),
                            calibration=src_meta.get("calibration", IDENTITY),
                            use_context=bool(src_meta.get("context")), context_params=src_meta.get("context"))
+    n_unlabelled = int((manifest["label"] < 0).sum())
+    if n_unlabelled:  # slides without annotations: scored, nothing to measure against
+        return _unlabelled_report(out, score_fp, src_meta["thresholds"], source_run, n_unlabelled)
     report = evaluate.stage_evaluate(out, score_fp, thresholds=src_meta["thresholds"])
     store.update_meta(out, thresholds=report["thresholds"])
     print(evaluate.format_report(report), flush=True)
+    return report
+
+
+def _slides_ingest(out: Path) -> dict:
+    """The ingest record of an ingest-slides run folder, which `score --run` without --data scores in place."""
+    meta = store.read_meta(out) if out.is_dir() else {}
+    if (meta.get("made_by") or {}).get("command") != "ingest-slides" or not store.stage_done(
+            out, "ingest", (meta.get("stages", {}).get("ingest") or {}).get("fingerprint"), store.MANIFEST,
+            store.PATCHES):
+        raise UsageError(f"--out {out} is not a finished ingest-slides run folder: pass --data DIR (a dataset folder "
+                         "to ingest), or tile the slides first with `python -m pipeline ingest-slides --slides ... "
+                         f"--out {out}`")
+    return meta["stages"]["ingest"]
+
+
+def _unlabelled_report(out: Path, score_fp: str, thresholds: dict, source_run: Path, n_unlabelled: int) -> dict:
+    """evaluation.json for scores without labels: the trained run's thresholds and why there are no metrics."""
+    fp = store.fingerprint(score_fp, thresholds, "unlabelled")
+    report = {"thresholds": thresholds, "thresholds_chosen_on": {"split": f"val of the trained run {source_run.name}"},
+              "splits": {}, "synthetic": False, "unlabelled": n_unlabelled,
+              "warnings": [f"{n_unlabelled:,} patches have no label (slides without annotations): no metrics"]}
+    if not store.stage_done(out, "evaluate", fp, store.EVALUATION):
+        store.write_json(out / store.EVALUATION, report)
+        store.mark_stage(out, "evaluate", fp)
+    store.update_meta(out, thresholds=thresholds)
+    print(f"score: {n_unlabelled:,} patches are unlabelled (slides without annotations): scored with the trained "
+          f"run's thresholds, no metrics", flush=True)
     return report
 
 
@@ -254,7 +289,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     which.add_argument("--model", type=Path,
                        help="a user's own Keras model (.keras; input 50x50x3): the data is split by patient, "
                             "calibrated and thresholded on val, measured on test")
-    parser.add_argument("--data", type=Path, required=True, help="dataset root with the patients to score")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="dataset root with the patients to score (with --run it may be left out when --out is an "
+                             "ingest-slides run folder: its slides are scored in place)")
     parser.add_argument("--out", type=Path, required=True, help="new run folder to write")
     parser.add_argument("--workers", type=positive_int, default=None, help="decoding processes (default: all cores)")
     user = parser.add_argument_group("with --model")
@@ -281,6 +318,8 @@ def run_command(args: argparse.Namespace) -> int:
             raise UsageError(f"{', '.join(given)} apply to --model only; with --run the trained run's own "
                              "settings are used")
         score_new_data(args.run, args.data, args.out, workers=args.workers, force=args.force)
+    elif args.data is None:
+        raise UsageError("--model needs --data, the dataset root to score")
     else:
         score_user_model(args.model, args.data, args.out, input_range=args.input_range or "0-255",
                          output=args.output or "probability",

@@ -52,6 +52,7 @@ HISTORY = "history.json"
 SCORES = "scores.parquet"
 EVALUATION = "evaluation.json"
 REGION_MASKS = "region_masks"
+TISSUE_MASKS = "tissue_masks"  # ingest-slides: <pid>.png, each slide's tissue mask on its thumbnail
 REVIEWS = "reviews.sqlite"
 
 SPLITS = ("train", "val", "test")  # the patient-level splits (split.json); every use goes through these
@@ -312,6 +313,11 @@ def read_evaluation(run_dir: Path | str) -> dict:
 # --------------------------------------------------------------------------- region masks (synthetic)
 def region_mask_path(run_dir: Path | str, patient_id: str) -> Path:
     return Path(run_dir) / REGION_MASKS / f"{patient_id}.png"
+
+
+def tissue_mask_path(run_dir: Path | str, patient_id: str) -> Path:
+    """ingest-slides: a slide's tissue mask (white = tissue), THUMB_PER_PATCH pixels per patch side."""
+    return Path(run_dir) / TISSUE_MASKS / f"{patient_id}.png"
 
 
 def read_region_mask(run_dir: Path | str, patient_id: str) -> np.ndarray | None:
