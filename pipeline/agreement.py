@@ -54,7 +54,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.names import is_patient_id
+from pipeline.names import is_patient_id, is_slide_patient_id
 
 # Keys of pipeline.reviews.VERDICTS (tests check the two agree); pipeline code does not import app/.
 VERDICTS = ("agree", "label_wrong", "unsure")
@@ -637,7 +637,8 @@ def read_reviews_csv(path_or_buffer) -> tuple[pd.DataFrame, list[tuple[int, str]
             bad.setdefault(int(n), []).append(reason)
 
     pid = frame["patient_id"].str.strip()
-    flag(~pid.map(is_patient_id).astype(bool), "patient_id must be ASCII digits")
+    flag(~pid.map(lambda p: is_patient_id(p) or is_slide_patient_id(p)).astype(bool),
+         "patient_id must be ASCII digits (a dataset patient) or a slide's id (ASCII letters, digits, - and _)")
     coords = {}
     for c in ("x", "y"):
         coords[c], good = _whole_numbers(frame[c])

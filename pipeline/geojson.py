@@ -84,6 +84,7 @@ CLASS_COLOURS = {CLASS_IDC: (213, 94, 0), CLASS_NON_IDC: (0, 114, 178)}
 OBJECT_TYPES = ("tile", "detection", "annotation")  # what a patch may be written as
 QUPATH_OBJECT_TYPES = ("annotation", "detection", "tile", "cell", "tmaCore", "root")
 OUTCOMES = ("TN", "FP", "FN", "TP")  # code 2 * label + predicted, as app/selection.py
+UNLABELLED_OUTCOME = "unlabelled"  # a patch without ground truth (a slide without annotations): no outcome
 PATCH_COLUMNS = ("patient_id", "x", "y", "width", "height", "label", "prob")
 MAX_PATCH_SIDE = 50
 FOREIGN_MEMBER = "idc_review"  # RFC 7946 section 6.1 foreign member on the collection; QuPath ignores it
@@ -142,8 +143,8 @@ def _check_rows(rows: pd.DataFrame) -> pd.DataFrame:
     if ((out["width"] < 1) | (out["width"] > MAX_PATCH_SIDE) | (out["height"] < 1)
             | (out["height"] > MAX_PATCH_SIDE)).any():
         problems.append(f"width and height are 1..{MAX_PATCH_SIDE}")
-    if not out["label"].isin([0, 1]).all():
-        problems.append("label is 0 or 1")
+    if not out["label"].isin([0, 1, store.UNLABELLED]).all():
+        problems.append(f"label is 0, 1 or {store.UNLABELLED} (unlabelled)")
     prob = out["prob"].to_numpy()
     if not (np.isfinite(prob).all() and (prob >= 0).all() and (prob <= 1).all()):
         problems.append("prob is a probability (finite, 0..1)")
@@ -184,8 +185,9 @@ def patches_to_feature_collection(rows: pd.DataFrame, threshold: float, verdicts
     label = patches["label"].to_numpy(np.int64)
     prob = patches["prob"].to_numpy(np.float64)
     predicted = (prob >= threshold).astype(np.int64)
-    outcome = np.asarray(OUTCOMES)[2 * label + predicted]
-    names = (CLASS_NON_IDC, CLASS_IDC)
+    has_label = store.labelled(label)
+    outcome = np.where(has_label, np.asarray(OUTCOMES)[2 * np.clip(label, 0, 1) + predicted], UNLABELLED_OUTCOME)
+    names = {0: CLASS_NON_IDC, 1: CLASS_IDC, store.UNLABELLED: UNLABELLED_OUTCOME}
     features = []
     for x, y, w, h, lab, p, pred, out in zip(patches["x"].tolist(), patches["y"].tolist(),
                                              patches["width"].tolist(), patches["height"].tolist(),
@@ -205,7 +207,8 @@ def patches_to_feature_collection(rows: pd.DataFrame, threshold: float, verdicts
                 "objectType": object_type,
                 "name": f"{patient_id}_idx5_x{x}_y{y}",
                 "classification": _classification(names[pred]),
-                "measurements": {"P(IDC)": p, "label": lab, "predicted": pred, "threshold": threshold,
+                "measurements": {"P(IDC)": p, **({} if lab == store.UNLABELLED else {"label": lab}),
+                                 "predicted": pred, "threshold": threshold,
                                  **{f"{REVIEW_COUNT_PREFIX}{v}": n for v, n in tally.items()}},
                 "metadata": metadata,
             },

@@ -41,10 +41,10 @@ from tqdm import tqdm
 
 from pipeline import runfolder, store, tissue, wsi
 from pipeline.errors import UsageError
-from pipeline.names import DATASET_MPP, PATCH_SIZE
+from pipeline.names import DATASET_MPP, PATCH_SIZE, SLIDE_ID_MAX
 
 FORMAT = 1  # of the per-slide partial results; a change re-tiles every slide
-UNLABELLED = -1  # manifest label of a patch of a slide without annotations
+UNLABELLED = store.UNLABELLED  # the manifest's label of a patch of a slide without annotations
 THUMB_PER_PATCH = 10  # tissue thumbnail pixels per patch side: 20 um/px at the dataset's scale
 MIN_SPECK_UM2 = 0.5 * (PATCH_SIZE * DATASET_MPP) ** 2  # tissue pieces below half a patch's area are dust
 MIN_HOLE_UM2 = 0.5 * (PATCH_SIZE * DATASET_MPP) ** 2  # holes below half a patch's area are filled
@@ -54,7 +54,7 @@ PARTS = ".slides"  # per-slide results, in the run folder
 SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif")
 ANNOTATION_SUFFIXES = (".geojson", ".json")
 IDC_CLASS = "IDC"
-MAX_ID = 64
+MAX_ID = SLIDE_ID_MAX
 
 
 # --------------------------------------------------------------------------- names

@@ -48,6 +48,15 @@ def is_patient_id(name: str) -> bool:
     return name.isascii() and name.isdigit()
 
 
+SLIDE_ID_MAX = 64  # characters of a whole-slide image's patient id (pipeline.ingest_slides makes them)
+
+
+def is_slide_patient_id(name: str) -> bool:
+    """True for a whole-slide image's patient id: 1..64 ASCII letters, digits, '-' and '_', not only '-' and '_'."""
+    return (0 < len(name) <= SLIDE_ID_MAX and name.isascii() and all(c.isalnum() or c in "-_" for c in name)
+            and bool(name.strip("-_")))
+
+
 def parse_patch_name(filename: str) -> PatchName:
     """Parse one file name; raise BadPatchName saying what is wrong."""
     m = PATCH_NAME.fullmatch(filename)

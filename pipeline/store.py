@@ -176,6 +176,14 @@ def mark_stage(run_dir: Path | str, stage: str, fp: str, **info) -> None:
 
 
 # --------------------------------------------------------------------------- manifest + patch store
+UNLABELLED = -1  # manifest label of a patch without a ground truth (a whole-slide image without annotations)
+
+
+def labelled(labels) -> np.ndarray:
+    """Which patches have a ground-truth label (0 or 1), as a boolean mask."""
+    return np.asarray(labels) != UNLABELLED
+
+
 def write_manifest(run_dir: Path | str, manifest: pd.DataFrame) -> None:
     missing = set(MANIFEST_COLUMNS) - set(manifest.columns)
     if missing:

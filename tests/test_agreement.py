@@ -381,6 +381,18 @@ def test_csv_import_reports_every_bad_row_with_its_number_and_reason():
     assert valid["row"].isna().tolist() == [False, False, False]
 
 
+def test_csv_import_takes_slide_patient_ids():
+    """Reviews of whole-slide images (patient ids made by ingest-slides from file names) import back."""
+    lines = ["patient_id,x,y,verdict,reviewer,created_at",
+             "case_01,1,1,agree,alice,2025-01-01T09:00:00Z",          # 2 ok: a slide's id
+             "TCGA-A1-0001,51,1,agree,alice,2025-01-01T09:00:00Z",    # 3 ok
+             "case 01,1,1,agree,alice,2025-01-01T09:00:00Z",          # 4 a space: not an id ingest-slides makes
+             "__,1,1,agree,alice,2025-01-01T09:00:00Z"]               # 5 nothing but underscores
+    valid, problems = ag.read_reviews_csv(("\n".join(lines) + "\n").encode())
+    assert valid["patient_id"].tolist() == ["case_01", "TCGA-A1-0001"]
+    assert [n for n, _ in problems] == [4, 5] and all("patient_id" in r for _, r in problems)
+
+
 def test_csv_import_file_level_errors(tmp_path):
     with pytest.raises(ValueError, match="lacks the columns reviewer"):
         ag.read_reviews_csv(b"patient_id,x,y,verdict,created_at\n1,1,1,agree,2025-01-01T00:00:00Z\n")

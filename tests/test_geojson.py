@@ -342,3 +342,19 @@ def test_exported_tiles_read_back_as_regions(slide_rows):
     regions = gj.regions_from_geojson(gj.read_geojson(json.dumps(fc).encode()), "IDC", object_types=("tile",))
     fr = gj.overlap_fractions(regions, slide_rows["x"], slide_rows["y"], slide_rows["width"], slide_rows["height"])
     np.testing.assert_allclose(fr, (slide_rows["prob"].to_numpy(np.float64) >= THRESHOLD).astype(float))
+
+
+def test_unlabelled_patches_export_without_a_label_or_an_outcome(slide_rows):
+    """A whole-slide image without annotations (label -1): tiles carry the prediction, never a made-up label."""
+    rows = slide_rows.assign(label=np.int8(-1), patient_id="case_01")
+    fc = gj.patches_to_feature_collection(rows, THRESHOLD)
+    gj.validate_feature_collection(fc)
+    props = [f["properties"] for f in fc["features"]]
+    assert {p["metadata"]["outcome"] for p in props} == {gj.UNLABELLED_OUTCOME}
+    assert {p["metadata"]["label"] for p in props} == {gj.UNLABELLED_OUTCOME}
+    assert all("label" not in p["measurements"] for p in props)
+    called = {p["metadata"]["predicted"] for p in props}
+    assert called <= {gj.CLASS_IDC, gj.CLASS_NON_IDC} and len(called) == 2
+    mixed = slide_rows.assign(label=np.where(np.arange(len(slide_rows)) % 2, -1, slide_rows["label"]))
+    outcomes = {f["properties"]["metadata"]["outcome"] for f in gj.patches_to_feature_collection(mixed, THRESHOLD)["features"]}
+    assert gj.UNLABELLED_OUTCOME in outcomes and outcomes - {gj.UNLABELLED_OUTCOME} <= set(gj.OUTCOMES)
