@@ -39,6 +39,12 @@ def border_rows(run_dir: Path, split: str, preset: str) -> list[dict]:
                     "fn_rate": c["fn"] / max(c["fn"] + c["tp"], 1), "fp_rate": c["fp"] / max(c["fp"] + c["tn"], 1),
                     "roc_auc": metrics.roc_auc(y[sel], p[sel]), "patch_share": 100 * sel.mean(),
                     "error_share": 100 * wrong[sel].sum() / max(wrong.sum(), 1), "threshold": threshold})
+    keep = where != borders.BORDER  # what the figures would be if border labels were left out as uncertain
+    m_all, m_keep = metrics.metrics_at(y, p, threshold), metrics.metrics_at(y[keep], p[keep], threshold)
+    out.append({"run": run.name, "position": "all / without border", "patients": int(rows["patient_id"].nunique()),
+                "summary": f"ROC-AUC {metrics.roc_auc(y, p):.3f} -> {metrics.roc_auc(y[keep], p[keep]):.3f}, "
+                           f"F1 {m_all['f1']:.3f} -> {m_keep['f1']:.3f}, balanced accuracy "
+                           f"{m_all['balanced_accuracy']:.3f} -> {m_keep['balanced_accuracy']:.3f}"})
     return out
 
 
@@ -53,6 +59,9 @@ def main(argv=None) -> int:
              "share of errors |", "|---|---|---|---|---|---|---|---|---|---|"]
     for run_dir in args.runs:
         for r in border_rows(run_dir, args.split, args.preset):
+            if "summary" in r:
+                lines.append(f"| {r['run']} | {r['position']} | {r['patients']} | {r['summary']} | | | | | | |")
+                continue
             auc = "n/a" if not np.isfinite(r["roc_auc"]) else f"{r['roc_auc']:.3f}"
             lines.append(f"| {r['run']} | {r['position']} | {r['patients']} | {r['patches']:,} ({r['patch_share']:.1f}%) "
                          f"| {r['idc_pct']:.1f} | {r['error_pct']:.1f} | {r['fn_rate']:.3f} | {r['fp_rate']:.3f} | "
