@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from model.explain import EVIDENCE_AGAINST_IDC, EVIDENCE_FOR_IDC
+
 
 # matplotlib's colormaps as piecewise-linear segments (x, value) per channel; no matplotlib needed.
 _SEGMENTS = {
@@ -55,3 +57,26 @@ def overlay_cam(rgb_uint8: np.ndarray, cam: np.ndarray, alpha: float = 0.45, col
     heat = colormap_lut(colormap)[idx].astype(np.float64)
     out = (1.0 - alpha) * rgb.astype(np.float64) + alpha * heat
     return np.clip(np.round(out), 0, 255).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------- which evidence a map shows
+# A Grad-CAM map is ReLU of the score's gradient-weighted activations: the map "for IDC" of a patch
+# the model calls non-IDC (a false or true negative) is mostly empty by construction, so the default
+# map is the evidence for the model's own call (model.explain: target 1 = the IDC score z, 0 = -z).
+CAM_TARGETS = {EVIDENCE_FOR_IDC: "Evidence for IDC", EVIDENCE_AGAINST_IDC: "Evidence against IDC"}
+
+
+def own_call_target(outcome: str) -> int:
+    """The CAM target of the model's own call at the threshold: 1 (IDC) for TP/FP, 0 for FN/TN."""
+    if outcome not in ("TP", "FP", "FN", "TN"):
+        raise ValueError(f"unknown outcome {outcome!r}")
+    return EVIDENCE_FOR_IDC if outcome in ("TP", "FP") else EVIDENCE_AGAINST_IDC
+
+
+def target_text(target: int, outcome: str) -> str:
+    """What the shown map is, in words, saying whether it is the model's own call."""
+    own = own_call_target(outcome) == target
+    what = "evidence " + CAM_TARGETS[target].split(" ", 1)[1]  # 'evidence for IDC', keeping IDC in capitals
+    if own:
+        return f"{what} (the model's own call: {'IDC' if target else 'not IDC'})"
+    return f"{what} (not the model's call, which is {'IDC' if not target else 'not IDC'} here)"

@@ -1,9 +1,9 @@
 """Plotly figures for the dashboard. Pure: data in, ``go.Figure`` out, no Streamlit.
 
-The slide view follows one rule for speed: the slide goes to the browser once as a JPEG
-(``go.Image`` with a data URI) and every overlay is a patch-resolution ``go.Heatmap`` (one cell per
-50-px patch, NaN = transparent) placed in slide pixel coordinates, so redrawing an overlay sends a
-few thousand numbers, not megapixels. Patches are clickable through an invisible marker at each
+The slide view follows one rule for speed: the slide goes to the browser once as a JPEG (a layout
+image at a URL the app serves, app.loaders.slide_url; ``go.Image`` when given a data URI) and every
+overlay is a patch-resolution ``go.Heatmap`` (one cell per 50-px patch, NaN = transparent) placed in
+slide pixel coordinates, so redrawing an overlay sends a few thousand numbers, not megapixels. Patches are clickable through an invisible marker at each
 patch centre, since Plotly reports no selection events for heatmaps or images.
 """
 from __future__ import annotations
@@ -93,8 +93,10 @@ def slide_figure(image_uri: str, shape: tuple[int, int], rows: pd.DataFrame, out
     height = int(np.clip(SLIDE_VIEW_WIDTH_PX / len(panels) * h / max(w, 1) + 60, *SLIDE_HEIGHT_RANGE_PX))
     fig = make_subplots(rows=1, cols=len(panels), shared_xaxes=True, shared_yaxes=True,
                         horizontal_spacing=0.02, subplot_titles=[title for title, _ in panels])
+    by_url = not image_uri.startswith("data:")  # a served file (loaders.slide_url): a layout image, see below
     for col, (_, panel_overlays) in enumerate(panels, start=1):
-        fig.add_trace(go.Image(source=image_uri, x0=0, dx=1, y0=0, dy=1, hoverinfo="skip", name="slide"), 1, col)
+        if not by_url:
+            fig.add_trace(go.Image(source=image_uri, x0=0, dx=1, y0=0, dy=1, hoverinfo="skip", name="slide"), 1, col)
         for overlay in panel_overlays:
             fig.add_trace(_overlay_trace(overlay, opacity), 1, col)
         if region_contour is not None:
@@ -112,11 +114,41 @@ def slide_figure(image_uri: str, shape: tuple[int, int], rows: pd.DataFrame, out
         uirevision=revision, plot_bgcolor="white", clickmode="event+select",
         legend=dict(orientation="h", yanchor="top", y=-0.06, xanchor="left", x=0),
     )
+    if by_url:
+        # Plotly's image trace takes data URIs only (and decodes them into a canvas on every redraw); a layout
+        # image takes a URL, which the browser fetches and decodes once. Same pixel grid: pixel i spans i +- 0.5.
+        fig.update_layout(images=[dict(source=image_uri, xref="x" if col == 1 else f"x{col}",
+                                       yref="y" if col == 1 else f"y{col}", x=-0.5, y=-0.5, sizex=w, sizey=h,
+                                       xanchor="left", yanchor="top", sizing="stretch", layer="below", name="slide")
+                                  for col in range(1, len(panels) + 1)])
     return fig
 
 
 # --------------------------------------------------------------------------- cohort charts
-def roc_figure(curve, auc: float, point: dict, label: str) -> go.Figure:
+def _point_trace(x: float, y: float, label: str) -> go.Scatter:
+    return go.Scatter(x=[x], y=[y], mode="markers", name=label,
+                      marker=dict(size=13, color=ov.OKABE_ITO["vermillion"], symbol="x"))
+
+
+def curve_figures(curves: dict) -> dict[str, go.Figure]:
+    """The threshold-free figures of one split (``app.cohort.curves``), built once and shared (never
+    changed afterwards): ROC and PR without their operating point (:func:`with_point` adds it), calibration."""
+    return {"roc": roc_figure(curves["roc"], curves["roc_auc"], None, ""),
+            "pr": pr_figure(curves["pr"], curves["pr_auc"], curves["prevalence"], None, ""),
+            "reliability": reliability_figure(curves["reliability"], curves["ece"])}
+
+
+def with_point(base: go.Figure, point: dict, label: str) -> go.Figure:
+    """A copy of the cached ROC or PR figure ``base`` (left unchanged) with the threshold's operating point:
+    only the marker is new on a threshold change, and nothing is validated again."""
+    x, y = (point["fpr"], point["tpr"]) if base.layout.title.text == "ROC curve" else (point["recall"],
+                                                                                        point["precision"])
+    out = base.to_dict()
+    out["data"].append(_point_trace(x, y, label).to_plotly_json())
+    return go.Figure(out, _validate=False)
+
+
+def roc_figure(curve, auc: float, point: dict | None, label: str) -> go.Figure:
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="#999"),
                              name="chance", hoverinfo="skip"))
@@ -124,8 +156,8 @@ def roc_figure(curve, auc: float, point: dict, label: str) -> go.Figure:
         fig.add_trace(go.Scatter(x=curve[0], y=curve[1], mode="lines", name=f"ROC (AUC {auc:.3f})",
                                  line=dict(color=ov.OKABE_ITO["blue"]),
                                  hovertemplate="FPR %{x:.3f}<br>TPR %{y:.3f}<extra></extra>"))
-    fig.add_trace(go.Scatter(x=[point["fpr"]], y=[point["tpr"]], mode="markers", name=label,
-                             marker=dict(size=13, color=ov.OKABE_ITO["vermillion"], symbol="x")))
+    if point is not None:
+        fig.add_trace(_point_trace(point["fpr"], point["tpr"], label))
     fig.update_layout(title="ROC curve", xaxis_title="False positive rate (1 - specificity)",
                       yaxis_title="True positive rate (sensitivity)", **CURVE_LAYOUT,
                       legend=dict(x=0.98, y=0.02, xanchor="right", yanchor="bottom"))
@@ -133,7 +165,7 @@ def roc_figure(curve, auc: float, point: dict, label: str) -> go.Figure:
     return fig
 
 
-def pr_figure(curve, ap: float, prevalence: float, point: dict, label: str) -> go.Figure:
+def pr_figure(curve, ap: float, prevalence: float, point: dict | None, label: str) -> go.Figure:
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=[0, 1], y=[prevalence, prevalence], mode="lines", hoverinfo="skip",
                              line=dict(dash="dot", color="#999"), name=f"chance (prevalence {prevalence:.2f})"))
@@ -141,8 +173,8 @@ def pr_figure(curve, ap: float, prevalence: float, point: dict, label: str) -> g
         fig.add_trace(go.Scatter(x=curve[0], y=curve[1], mode="lines", name=f"PR (AP {ap:.3f})",
                                  line=dict(color=ov.OKABE_ITO["blue"], shape="hv"),
                                  hovertemplate="recall %{x:.3f}<br>precision %{y:.3f}<extra></extra>"))
-    fig.add_trace(go.Scatter(x=[point["recall"]], y=[point["precision"]], mode="markers", name=label,
-                             marker=dict(size=13, color=ov.OKABE_ITO["vermillion"], symbol="x")))
+    if point is not None:
+        fig.add_trace(_point_trace(point["recall"], point["precision"], label))
     fig.update_layout(title="Precision-recall curve", xaxis_title="Recall (sensitivity)",
                       yaxis_title="Precision (PPV)", **CURVE_LAYOUT,
                       legend=dict(x=0.02, y=0.02, xanchor="left", yanchor="bottom"))

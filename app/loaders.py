@@ -7,6 +7,7 @@ re-run pipeline is picked up without restarting the app.
 """
 from __future__ import annotations
 
+import base64
 import os
 import sqlite3
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app import cohort, selection, slides
+from app import charts, cohort, selection, slides
 from pipeline.reviews import NewerSchemaError, ReviewStore, RunReviews, problem_text
 from pipeline import agreement, compare_runs, evaluate, metrics, reviews, store, uncertainty
 
@@ -164,6 +165,18 @@ def _curves(_run: store.Run, key: str, split: str, labels_key: str = "", _labels
     return out
 
 
+def curve_figures(run: store.Run, split: str, labels: Labels = DATASET_LABELS) -> dict:
+    """The split's threshold-free figures (app.charts.curve_figures), built once per run version, split and
+    labels and shared by every session: read-only (charts.with_point copies before adding the marker)."""
+    return _curve_figures(run, run_key(run), split, labels.key, labels)
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _curve_figures(_run: store.Run, key: str, split: str, labels_key: str = "", _labels: Labels = DATASET_LABELS
+                   ) -> dict:
+    return charts.curve_figures(curves(_run, split, _labels))
+
+
 @dataclass(frozen=True)
 class SplitBootstrap:
     """The patient-level bootstrap of one split (its resamples drawn once), or why there is none."""
@@ -246,13 +259,20 @@ class SlideView:
     rows: pd.DataFrame  # the patient's table rows (index = patch row)
     rgb: np.ndarray  # (H, W, 3) uint8, read-only
     grid_shape: tuple[int, int]
-    image_uri: str
+    jpeg: bytes  # the slide for the browser, encoded once
     region_mask: np.ndarray | None  # synthetic runs only
     region_contour: tuple[np.ndarray, np.ndarray] | None
 
     @property
     def shape(self) -> tuple[int, int]:
         return self.rgb.shape[:2]
+
+    @property
+    def image_uri(self) -> str:
+        """Where the browser gets the slide's JPEG: a URL served by Streamlit's media files (one copy for every
+        session, fetched and decoded once by the browser), so a figure rerun sends a few bytes instead of the
+        image (megabytes for a 2,400-patch slide); a data URI outside a running app (tests, scripts)."""
+        return slide_url(self.jpeg)
 
 
 def slide(run: store.Run, patient_id: str) -> SlideView:
@@ -269,8 +289,37 @@ def _slide(_run: store.Run, key: str, patient_id: str) -> SlideView:
     mask = store.read_region_mask(_run.path, patient_id) if _run.synthetic else None
     if mask is not None:
         mask.flags.writeable = False
-    return SlideView(rows=rows, rgb=rgb, grid_shape=slides.grid_shape(*args), image_uri=slides.jpeg_data_uri(rgb),
-                 region_mask=mask, region_contour=None if mask is None else slides.region_contour(mask))
+    return SlideView(rows=rows, rgb=rgb, grid_shape=slides.grid_shape(*args), jpeg=_jpeg(rgb),
+                     region_mask=mask, region_contour=None if mask is None else slides.region_contour(mask))
+
+
+def _jpeg(rgb: np.ndarray) -> bytes:
+    """slides.jpeg_data_uri's JPEG (same quality), as bytes."""
+    return base64.b64decode(slides.jpeg_data_uri(rgb).split(",", 1)[1])
+
+
+def _data_uri(jpeg: bytes) -> str:
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
+
+
+SLIDE_MEDIA = "idc-slide-image"  # the one slide image a session holds in Streamlit's media files
+
+
+def slide_url(jpeg: bytes) -> str:
+    """The JPEG's URL in Streamlit's media files, registered for this session (replacing the slide it held
+    before, which is dropped once no session holds it); its data URI when no app is running."""
+    from streamlit import runtime
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    if not runtime.exists() or get_script_run_ctx() is None:
+        return _data_uri(jpeg)
+    manager = runtime.get_instance().media_file_mgr
+    try:
+        url = manager.add(jpeg, "image/jpeg", SLIDE_MEDIA)
+        manager.remove_orphaned_files()  # the slide this session showed before, if no one else shows it
+    except Exception:  # noqa: BLE001 -- Streamlit's internals moved: the data URI always works
+        return _data_uri(jpeg)
+    return url
 
 
 # --------------------------------------------------------------------------- model explanations
@@ -289,16 +338,18 @@ def _explainer(_run: store.Run, key: str):
     return Explainer(keras.models.load_model(path, compile=False), _run.meta.get("cam_layer") or LAST_CONV)
 
 
-def cams(run: store.Run, rows: tuple[int, ...], method: str) -> np.ndarray:
-    """(n, 50, 50) maps in [0, 1] of the evidence for IDC in the patches at ``rows``."""
-    return _cams(run, run_key(run), tuple(int(r) for r in rows), method)
+def cams(run: store.Run, rows: tuple[int, ...], method: str, target: int = 1) -> np.ndarray:
+    """(n, 50, 50) maps in [0, 1] of the evidence for IDC (``target`` 1) or against it (0) in the
+    patches at ``rows``."""
+    return _cams(run, run_key(run), tuple(int(r) for r in rows), method, int(target))
 
 
 @st.cache_data(max_entries=256, show_spinner="Computing class activation maps...")
-def _cams(_run: store.Run, key: str, rows: tuple[int, ...], method: str) -> np.ndarray:
-    # target=1 always: the map shows what raises the IDC score, which is the question for a false
-    # positive (why IDC?) and for a false negative (where is the weak IDC evidence?) alike.
-    return _explainer(_run, key).cam(np.asarray(_run.patches[list(rows)]), method=method, target=1)
+def _cams(_run: store.Run, key: str, rows: tuple[int, ...], method: str, target: int = 1) -> np.ndarray:
+    # target 1 (the default) shows what raises the IDC score: the question for a false positive (why
+    # IDC?); target 0 what lowers it: the model's own call on a false negative or true negative, whose
+    # evidence for IDC is empty by construction (app/cam_overlay.py picks the default per outcome).
+    return _explainer(_run, key).cam(np.asarray(_run.patches[list(rows)]), method=method, target=target)
 
 
 # --------------------------------------------------------------------------- reviews
@@ -327,14 +378,36 @@ def _review_store(run_path: str, path: str, device: int, inode: int) -> ReviewSt
     return reviews.open_for_run(run_path)
 
 
-def run_reviews(run: store.Run) -> RunReviews:
-    """The run's reviews, each matched to its patch's current row; read fresh, reviews change often.
+def _store_version(run_path: str) -> tuple | None:
+    """(inode, mtime, size) of the cohort store and of its write-ahead log: every commit (this process or
+    another) changes the log, a checkpoint the database; None while the store does not exist."""
+    path = reviews.cohort_store_path(run_path)
+    out = []
+    for file in (path, path.with_name(path.name + "-wal")):
+        try:
+            found = file.stat()
+        except FileNotFoundError:
+            if file == path:
+                return None
+            out.append(None)
+            continue
+        out.append((found.st_ino, found.st_mtime_ns, found.st_size))
+    return tuple(out)
 
+
+def run_reviews(run: store.Run) -> RunReviews:
+    """The run's reviews, each matched to its patch's current row; read again whenever the store changed.
+
+    Read once per version of the store's files (:func:`_store_version`) and shared by every session and
+    every call of one rerun (pages call this several times): a review saved by anyone is a new version.
     Never raises for a broken reviews file: the result then holds no reviews and a ``problem``
     naming the file and the fix, so each page still draws everything that does not need reviews.
     """
     file = review_file(run)
     try:
+        version = _store_version(str(run.path))
+        if version is not None:
+            return _run_reviews(run, run_key(run), file, version)
         return review_store(str(run.path)).resolved(run.table, file)
     except (sqlite3.Error, NewerSchemaError, reviews.LegacySchemaError) as exc:
         if isinstance(exc, reviews.LegacyReviewsError):  # the run's old per-run file: name it, not the store
@@ -342,18 +415,61 @@ def run_reviews(run: store.Run) -> RunReviews:
         return RunReviews.unavailable(file, problem_text(file, exc, public_message(exc, run.path)))
 
 
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _run_reviews(_run: store.Run, key: str, file: str, version: tuple) -> RunReviews:
+    return review_store(str(_run.path)).resolved(_run.table, file)  # read-only: shared by every session
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _slide_status(run_path: str, version: tuple) -> pd.DataFrame:
+    return review_store(run_path).slide_status()
+
+
 def slide_status(run: store.Run) -> pd.DataFrame:
-    """The latest slide status per patient of the run's cohort store (empty when it cannot be read)."""
+    """The latest slide status per patient of the run's cohort store (empty when it cannot be read); read
+    once per version of the store (:func:`_store_version`)."""
     try:
+        version = _store_version(str(run.path))
+        if version is not None:
+            return _slide_status(str(run.path), version)
         return review_store(str(run.path)).slide_status()
     except (sqlite3.Error, NewerSchemaError, reviews.LegacySchemaError):  # the pages say why once
         return pd.DataFrame(columns=["patient_id", "status", "reviewer", "created_at"])
 
 
 def progress(run: store.Run, reviews: RunReviews | None = None) -> pd.DataFrame:
-    """Every patient's review progress (selection.slide_progress), in the patient list's order."""
+    """Every patient's review progress (selection.slide_progress), in the patient list's order; computed
+    once per version of the review store (read-only: shared by every session)."""
+    if reviews is None or not reviews.problem:
+        version = _store_version(str(run.path))
+        if version is not None:
+            return _progress(run, run_key(run), version)
     reviews = run_reviews(run) if reviews is None else reviews
     return selection.slide_progress(patients(run)["patient_id"], reviews.found, slide_status(run))
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _progress(_run: store.Run, key: str, version: tuple) -> pd.DataFrame:
+    return selection.slide_progress(patients(_run)["patient_id"], run_reviews(_run).found, slide_status(_run))
+
+
+def progress_texts(run: store.Run, reviews: RunReviews | None = None) -> pd.Series:
+    """selection.progress_text of every patient (index: patient id as text), once per review store version."""
+    if reviews is None or not reviews.problem:
+        version = _store_version(str(run.path))
+        if version is not None:
+            return _progress_texts(run, run_key(run), version)
+    return _texts(progress(run, reviews))
+
+
+def _texts(progress_table: pd.DataFrame) -> pd.Series:
+    return pd.Series([selection.progress_text(r) for _, r in progress_table.iterrows()],
+                     index=progress_table.index.astype(str), dtype=object)
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _progress_texts(_run: store.Run, key: str, version: tuple) -> pd.Series:
+    return _texts(_progress(_run, key, version))
 
 
 def reviewed_labels(run: store.Run, rule: agreement.ConsensusRule, reviews: RunReviews | None = None) -> Labels:

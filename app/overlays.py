@@ -40,6 +40,13 @@ AGREEMENT_COLOURS = {
 DISAGREEMENT = "Disagreement (A vs B)"
 
 OVERLAY_NAMES = ("Ground truth", "Prediction", "Probability", "Errors (TP/FP/FN/TN)", "Reviews")
+ERRORS = OVERLAY_NAMES[3]
+# True negatives are most of a slide and need no attention: by default they stay clear (no colour),
+# so the eye goes to the errors and the IDC found. Their legend entry says so, in white (= clear).
+CLEAR_COLOUR = "#FFFFFF"
+OUTCOME_LABELS = {"TN": "TN: correct non-IDC", "FP": "FP: false positive", "FN": "FN: false negative",
+                  "TP": "TP: IDC found"}
+TN_CLEAR_LABEL = "TN: left clear (correct non-IDC)"
 # Runs with neighbourhood context also offer the CNN's own view, to see what the context changed.
 PATCH_ALONE = "Probability, patch alone"
 
@@ -60,11 +67,13 @@ def hex_to_rgb(colour: str) -> tuple[int, int, int]:
     return int(c[0:2], 16), int(c[2:4], 16), int(c[4:6], 16)
 
 
-def build(name: str, rows, threshold: float, shape: tuple[int, int], review_verdicts=None) -> Overlay:
+def build(name: str, rows, threshold: float, shape: tuple[int, int], review_verdicts=None,
+          show_tn: bool = False) -> Overlay:
     """The overlay called ``name`` (one of OVERLAY_NAMES) for one patient's rows at ``threshold``.
 
     rows: the patient's table rows (x, y, label, prob); review_verdicts: the latest verdict per
-    row (aligned with ``rows``, '' where not reviewed), needed only for "Reviews".
+    row (aligned with ``rows``, '' where not reviewed), needed only for "Reviews". ``show_tn``:
+    colour the true negatives in the errors overlay too (by default they are left clear).
     """
     x, y = rows["x"].to_numpy(), rows["y"].to_numpy()
     label, prob = rows["label"].to_numpy(), rows["prob"].to_numpy()
@@ -79,10 +88,14 @@ def build(name: str, rows, threshold: float, shape: tuple[int, int], review_verd
     if name in ("Probability", PATCH_ALONE):
         values = rows["prob_patch" if name == PATCH_ALONE else "prob"].to_numpy(np.float64)
         return Overlay(name, slides.cell_grid(x, y, values, shape), PROBABILITY_RAMP, categorical=False)
-    if name == "Errors (TP/FP/FN/TN)":
+    if name == ERRORS:
         codes = outcome_codes(label, prob, threshold).astype(np.float64)
-        return Overlay(name, slides.cell_grid(x, y, codes, shape),
-                       tuple(OUTCOME_COLOURS[o] for o in OUTCOMES), OUTCOMES)
+        colours = [OUTCOME_COLOURS[o] for o in OUTCOMES]
+        labels = [OUTCOME_LABELS[o] for o in OUTCOMES]
+        if not show_tn:  # codes keep their meaning (0 = TN); only the TN cells become transparent
+            codes[codes == OUTCOMES.index("TN")] = np.nan
+            colours[OUTCOMES.index("TN")], labels[OUTCOMES.index("TN")] = CLEAR_COLOUR, TN_CLEAR_LABEL
+        return Overlay(name, slides.cell_grid(x, y, codes, shape), tuple(colours), tuple(labels))
     if name == "Reviews":
         verdicts = tuple(REVIEW_COLOURS)
         lookup = {v: float(i) for i, v in enumerate(verdicts)}

@@ -153,3 +153,70 @@ def page_bounds(n_items: int, number: int, per_page: int) -> tuple[int, int]:
     start = (number - 1) * per_page
     return start, min(start + per_page, n_items)
 
+
+
+# --------------------------------------------------------------------------- keyboard review
+# Stepping through patches by keys (J next, K previous) in the inspector: the patient's errors, the
+# patches a reviewer came for, or every patch in reading order (top to bottom, left to right).
+STEP_ORDERS = {
+    "errors": "Errors, most confident first",
+    "all": "All patches, top to bottom",
+}
+
+
+def step_order(rows: pd.DataFrame, threshold: float, order: str) -> list[int]:
+    """The patch rows J/K step through, in order (see STEP_ORDERS)."""
+    if order == "errors":
+        return [int(r) for r in errors(rows, threshold).index]
+    if order == "all":
+        return [int(r) for r in rows.sort_values(["y", "x"], kind="stable").index]
+    raise ValueError(f"unknown step order {order!r}; use one of {', '.join(STEP_ORDERS)}")
+
+
+def neighbours(order, current) -> tuple[int | None, int | None]:
+    """(previous, next) of ``current`` in ``order``; None past either end.
+
+    A patch outside the order (e.g. a true negative open while stepping through errors) has no
+    previous, and its next is the order's first patch, so J always leads somewhere useful.
+    """
+    order = list(order)
+    if current not in order:
+        return None, (order[0] if order else None)
+    i = order.index(current)
+    return (order[i - 1] if i > 0 else None), (order[i + 1] if i + 1 < len(order) else None)
+
+
+def focus_position(n_items: int, position: int | None, page: int, per_page: int) -> tuple[int, int]:
+    """(position of the current item, page to show) for a paged gallery with one current item.
+
+    The page follows the current item (J past a page's last card turns the page); with no current
+    item (a new selection, or the reviewer turned the page) the current item is the page's first.
+    """
+    if n_items <= 0:
+        return 0, 1
+    if position is None or not 0 <= position < n_items:
+        start, _ = page_bounds(n_items, page, per_page)
+        return start, start // per_page + 1
+    return position, position // per_page + 1
+
+
+# --------------------------------------------------------------------------- one patient's rates
+def undefined_patient_rates(n_idc: int, n_non_idc: int) -> dict[str, str]:
+    """Which of a patient's rates are not defined, and why: {metric: reason}.
+
+    Sensitivity and F1 need an IDC patch to find (with none, pipeline.metrics gives NaN and 0, and a
+    0.000 would read as a model that missed everything); specificity needs a non-IDC patch.
+    """
+    out = {}
+    if n_idc == 0:
+        out.update(sensitivity="no IDC patch in this patient", f1="no IDC patch in this patient")
+    if n_non_idc == 0:
+        out["specificity"] = "no non-IDC patch in this patient"
+    return out
+
+
+def undefined_rates_text(undefined: dict[str, str]) -> list[str]:
+    """One sentence per reason, naming the rates it leaves undefined: 'Sensitivity and F1 not defined: ...'."""
+    names = {"sensitivity": "Sensitivity", "specificity": "Specificity", "f1": "F1"}
+    return [" and ".join(names.get(n, n) for n, r in undefined.items() if r == reason) + f" not defined: {reason}."
+            for reason in dict.fromkeys(undefined.values())]

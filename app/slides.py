@@ -67,6 +67,15 @@ def rebuild_slide(patches, x, y, width, height) -> np.ndarray:
     return canvas.reshape(gh * PATCH, gw * PATCH, 3)[:h, :w]
 
 
+def cell_edges(n_cells: int, frame_px: int) -> np.ndarray:
+    """Pixel-coordinate edges of ``n_cells`` grid cells along one axis of a frame ``frame_px`` long:
+    cell i spans pixels 50i .. 50i + 49 (edges at +- 0.5), and the last cell ends where the frame
+    does, so an overlay cell of an edge patch (smaller than 50 px) is its patch's true size."""
+    edges = np.arange(n_cells + 1, dtype=np.float64) * PATCH - 0.5
+    edges[-1] = min(edges[-1], frame_px - 0.5)
+    return edges
+
+
 def cell_grid(x, y, values, shape: tuple[int, int], fill=np.nan) -> np.ndarray:
     """A (rows, columns) grid holding each patch's value in its cell and ``fill`` elsewhere."""
     values = np.asarray(values)
@@ -177,3 +186,51 @@ def png_bytes(rgb: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(rgb)).save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
+
+
+# --------------------------------------------------------------------------- scale bar
+SCALE_BAR_LENGTHS_UM = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 20000, 50000)
+SCALE_BAR_MAX_SHARE = 1 / 5  # at most a fifth of the width, so the bar never dominates the image
+
+
+def scale_bar_length(width_px: float, mpp: float) -> float:
+    """A round scale-bar length in µm (1-2-5 steps): the largest not above 1/5 of an image ``width_px`` wide.
+
+    ``mpp``: microns per pixel of the image as shown (a patch enlarged 6x has mpp / 6). 1-2-5 steps
+    are at most 2.5 apart, so the bar is 1/12.5 to 1/5 of the width (1/8 to 1/5 for most widths).
+    """
+    if not (width_px > 0 and mpp > 0):
+        raise ValueError(f"width_px and mpp must be positive, got {width_px} and {mpp}")
+    most = width_px * mpp * SCALE_BAR_MAX_SHARE
+    fitting = [um for um in SCALE_BAR_LENGTHS_UM if um <= most]
+    return float(fitting[-1] if fitting else SCALE_BAR_LENGTHS_UM[0])
+
+
+def length_text(um: float) -> str:
+    """'200 µm', '1 mm', '2.5 mm': how a pathologist writes a length."""
+    return f"{um / 1000:g} mm" if um >= 1000 else f"{um:g} µm"
+
+
+def scale_bar(width_px: int, height_px: int, mpp: float) -> dict:
+    """Where a scale bar sits on an image (pixel coordinates): bottom left, clear of the edges.
+
+    Returns {"um", "px" (its length in image pixels), "x0", "x1", "y" (its row), "text"}.
+    """
+    um = scale_bar_length(width_px, mpp)
+    px = um / mpp
+    margin = max(2.0, 0.04 * min(width_px, height_px))
+    return {"um": um, "px": px, "x0": margin, "x1": margin + px, "y": height_px - margin, "text": length_text(um)}
+
+
+def draw_scale_bar(image: np.ndarray, mpp: float) -> tuple[np.ndarray, str]:
+    """A copy of an RGB image with a black scale bar (white-edged, so it shows on dark tissue and on
+    glass) at its bottom left, and the bar's length as text for the caption."""
+    h, w = image.shape[:2]
+    bar = scale_bar(w, h, mpp)
+    thick = int(np.clip(min(h, w) // 80, 2, 12))
+    x0, y1 = int(round(bar["x0"])), int(round(bar["y"]))
+    x1 = x0 + int(round(bar["px"]))  # the bar is exactly its length, whatever the rounding of its start
+    out = image.copy()
+    out[max(y1 - thick - 1, 0):min(y1 + 2, h), max(x0 - 1, 0):min(x1 + 1, w)] = WHITE
+    out[y1 - thick:y1 + 1, x0:x1] = 0
+    return out, bar["text"]

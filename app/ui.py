@@ -5,9 +5,10 @@ import ipaddress
 import os
 from pathlib import Path
 
+import numpy as np
 import streamlit as st
 
-from app import identity, loaders, selection, state
+from app import identity, loaders, selection, slides, state
 from app.__main__ import ADDRESS_ENV
 from pipeline.reviews import RunReviews
 from pipeline import store
@@ -111,9 +112,10 @@ def patient_picker(run: store.Run, reviews: RunReviews | None = None) -> str:
     ss = st.session_state
     patients = loaders.patients(run)
     progress = loaders.progress(run, reviews)
+    texts = loaders.progress_texts(run, reviews).to_dict()  # selection.progress_text of each patient, cached
     ids = patients["patient_id"].tolist()
     label = {r.patient_id: f"{r.patient_id} · {r.split} · {r.patches:,} patches · "
-                           f"{selection.progress_text(progress.loc[str(r.patient_id)])}"
+                           f"{texts[str(r.patient_id)]}"
              for r in patients.itertuples()}
     if st.toggle("Only unreviewed patients", key="only_unreviewed",
                  help="List only the patients whose slide is not marked done (the open one stays listed)"):
@@ -167,3 +169,33 @@ def slide_done_control(run: store.Run, patient_id: str) -> None:
                       disabled=not signed_in, help=None if signed_in else "Sign in in the sidebar first")
     if "slide_status_message" in st.session_state:
         st.error(st.session_state.pop("slide_status_message")[1])
+
+
+def add_scale_bar(figure, shape: tuple[int, int], mpp: float, n_panels: int = 1) -> None:
+    """A µm scale bar at the bottom left of each slide panel of ``figure`` (app.charts.slide_figure), in
+    slide pixel coordinates, so it keeps its true length at every zoom (slides.scale_bar: a round
+    length near 1/5 to 1/8 of the slide's width, from the run's microns per pixel)."""
+    h, w = shape
+    if not (h and w and mpp):
+        return
+    bar = slides.scale_bar(w, h, mpp)
+    for i in range(1, n_panels + 1):
+        xref, yref = ("x", "y") if i == 1 else (f"x{i}", f"y{i}")
+        # White under black, so the bar shows on glass and on dark tissue alike.
+        for colour, width in (("white", 7), ("black", 4)):
+            figure.add_shape(type="line", xref=xref, yref=yref, x0=bar["x0"], x1=bar["x1"], y0=bar["y"], y1=bar["y"],
+                             line=dict(color=colour, width=width), layer="above", name="scale bar")
+        figure.add_annotation(xref=xref, yref=yref, x=(bar["x0"] + bar["x1"]) / 2, y=bar["y"], yanchor="bottom",
+                              yshift=4, text=f"<b>{bar['text']}</b>", showarrow=False, name="scale bar",
+                              font=dict(color="black", size=12), bgcolor="rgba(255,255,255,0.7)")
+
+
+def fit_overlays_to_slide(figure, shape: tuple[int, int]) -> None:
+    """Give each patch-resolution overlay of ``figure`` (app.charts.slide_figure's heatmaps, one cell per
+    50-px patch) explicit cell edges, the last row and column ending at the slide's edge: an edge
+    patch's overlay is then its true size (smaller than 50 px), not a full cell hanging off the slide."""
+    h, w = shape
+    for trace in figure.data:
+        if trace.type == "heatmap" and trace.dx == slides.PATCH and trace.z is not None:
+            rows, cols = np.shape(trace.z)
+            trace.update(x=slides.cell_edges(cols, w), y=slides.cell_edges(rows, h), x0=None, dx=None, y0=None, dy=None)

@@ -65,6 +65,12 @@ METHODS: dict[str, CamMethod] = {
         "model's probability for the masked patch. Slower: one forward pass per kept map."),
 }
 
+# What a map explains (Explainer.cam's ``target``): the IDC score z, or the score of "not IDC", -z.
+# Grad-CAM's maps of the two are ReLU(S) and ReLU(-S) of one weighted activation sum S, so for a patch
+# the model calls non-IDC (a false or true negative) the map for IDC is mostly empty by construction
+# and the evidence for the model's own call is the map against IDC.
+EVIDENCE_FOR_IDC, EVIDENCE_AGAINST_IDC = 1, 0
+
 _GRAD_BATCH = 64  # patches per tf-keras-vis call for the gradient methods (bounds memory)
 
 

@@ -1,6 +1,9 @@
 """The patient viewer: choosing a patient, its metrics at the threshold, overlays, choosing a patch."""
+import base64
 import json
 from pathlib import Path
+
+import numpy as np
 
 from streamlit.testing.v1 import AppTest
 
@@ -47,20 +50,26 @@ def test_patient_selection_and_its_metrics_follow_the_threshold(monkeypatch, tin
     assert_patient_tiles(at, run, order[3], 0.35)
 
 
+def slide_images(chart: dict) -> int:
+    """The slide's images in a figure: image traces (a data URI) or layout images (the JPEG served by URL)."""
+    return ([t["type"] for t in chart["data"]].count("image")
+            + sum(i.get("name") == "slide" for i in chart["layout"].get("images", [])))
+
+
 def test_overlays_layouts_and_patch_choice(monkeypatch, tiny_run):
     run = store.load_run(tiny_run)
     patient = run.table["patient_id"].iloc[0]
     at = open_patient_page(monkeypatch, tiny_run.parent, patient=patient)
     chart = json.loads(at.get("plotly_chart")[0].proto.spec)
     kinds = [trace["type"] for trace in chart["data"]]
-    assert kinds.count("image") == 1 and "heatmap" in kinds  # the slide once, overlays at patch resolution
+    assert slide_images(chart) == 1 and "heatmap" in kinds  # the slide once, overlays at patch resolution
 
     at.button_group(key="overlays").set_value(["Ground truth", "Prediction", "Probability", "Errors (TP/FP/FN/TN)",
                                                 "Reviews", "Probability, patch alone", "True region outline"]).run()
     at.button_group(key="slide_layout").set_value("Ground truth | prediction").run()
     assert not at.exception
     chart = json.loads(at.get("plotly_chart")[0].proto.spec)
-    assert [trace["type"] for trace in chart["data"]].count("image") == 2  # two linked panels
+    assert slide_images(chart) == 2  # two linked panels
     assert chart["layout"]["xaxis2"]["matches"] == "x"
     at.button(key="toggle_overlays").click().run()
     chart = json.loads(at.get("plotly_chart")[0].proto.spec)
@@ -75,3 +84,60 @@ def test_overlays_layouts_and_patch_choice(monkeypatch, tiny_run):
     assert any(f"**P(IDC):** {final:.3f} (with neighbourhood context; the patch alone {alone:.3f}" in m.value
                for m in at.markdown)
     assert at.query_params["patch"] == str(row)
+
+
+def test_a_patient_without_idc_shows_f1_and_sensitivity_as_not_defined(monkeypatch, tmp_path, tiny_run):
+    """Relabel one patient's patches non-IDC in a copy of the run: its sensitivity and F1 have nothing
+    to find, so they read 'not defined' with the reason, never 0.000 or nan."""
+    import shutil
+
+    import pandas as pd
+
+    copy = tmp_path / "runs" / "no-idc"
+    shutil.copytree(tiny_run, copy, ignore=shutil.ignore_patterns(f"{store.REVIEWS}*"))
+    manifest = pd.read_parquet(copy / store.MANIFEST)
+    patient = str(manifest["patient_id"].iloc[0])
+    manifest.loc[manifest["patient_id"].astype(str) == patient, "label"] = 0
+    manifest.to_parquet(copy / store.MANIFEST, index=False)
+    assert store.load_run(copy).table.query("patient_id == @patient")["label"].sum() == 0
+
+    at = open_patient_page(monkeypatch, copy.parent, patient=patient)
+    assert not at.exception
+    shown = {m.label: m.value for m in at.metric}
+    assert shown["Sensitivity"] == "not defined" and shown["F1"] == "not defined"
+    assert shown["Specificity"] not in ("not defined", "nan") and shown["True IDC"] == "0.0 %"
+    assert any("Sensitivity and F1 not defined: no IDC patch in this patient." in c.value for c in at.caption)
+    assert not any(v in ("nan", "0.000") for k, v in shown.items() if k in ("Sensitivity", "F1"))
+
+
+def test_errors_overlay_leaves_true_negatives_clear_until_asked_and_shows_a_scale_bar(monkeypatch, tiny_run):
+    run = store.load_run(tiny_run)
+    patient = str(run.table["patient_id"].iloc[0])
+    rows = run.table[run.table["patient_id"] == patient]
+    threshold = float(np.nextafter(rows["prob"].max(), 1.0))  # every patch called non-IDC: its non-IDC ones TN
+    assert (rows["label"] == 0).any()
+    at = open_patient_page(monkeypatch, tiny_run.parent, patient=patient, threshold=repr(threshold))
+    assert not at.exception
+
+    def chart():
+        return json.loads(at.get("plotly_chart")[0].proto.spec)
+
+    def errors_cells(spec) -> list:
+        z = next(t for t in spec["data"] if t["type"] == "heatmap" and t.get("name") == "Errors (TP/FP/FN/TN)")["z"]
+        if isinstance(z, dict):  # Plotly 6 sends arrays as typed base64 buffers
+            z = np.frombuffer(base64.b64decode(z["bdata"]), z["dtype"])
+        values = np.asarray(z, np.float64).ravel()
+        assert values.size
+        return values[np.isfinite(values)].tolist()
+
+    spec = chart()
+    assert 0 not in errors_cells(spec)  # TN (code 0) cells are transparent (null) by default ...
+    assert "TN: left clear (correct non-IDC)" in [t.get("name") for t in spec["data"]]  # ... and the legend says so
+    bars = [s for s in spec["layout"]["shapes"] if s.get("name") == "scale bar"]
+    assert bars and {s["xref"] for s in bars} == {"x"}
+    assert any(a.get("name") == "scale bar" and ("mm" in a["text"] or "µm" in a["text"])
+               for a in spec["layout"]["annotations"])
+    at.toggle(key="show_tn").set_value(True).run()
+    assert 0 in errors_cells(chart())  # ... until asked
+    at.button_group(key="slide_layout").set_value("Ground truth | prediction").run()
+    assert {s["xref"] for s in chart()["layout"]["shapes"] if s.get("name") == "scale bar"} == {"x", "x2"}

@@ -140,7 +140,7 @@ def test_review_a_misclassified_patch_in_the_browser(served_app, tiny_run):
             name.press("Enter")
             page.get_by_role("button", name="Sign in").click()
             expect(page.get_by_text("Reviewing as E2E")).to_be_visible()  # once per session, in the sidebar
-            page.get_by_text("Label is wrong").click()
+            page.get_by_test_id("stForm").get_by_text("Label is wrong").click()  # the form, not the key buttons
             page.get_by_label("Note").fill("end-to-end check: stroma, not tumour")
             page.get_by_role("button", name="Save review").click()
             expect(page.get_by_text("Review saved: Label is wrong")).to_be_visible()

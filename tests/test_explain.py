@@ -288,3 +288,24 @@ def test_region_masks_line_up_with_patches(run, explainer):
     # patients without a mask (real data) are reported as unknown, not as empty regions
     fake = t.iloc[rows[:2]].assign(patient_id="no-such-patient")
     assert not patch_region_masks(run.path, fake)[1].any()
+
+
+def test_evidence_against_idc_differs_from_evidence_for_idc(explainer, sample):
+    """The model's own call on a false or true negative is the map against IDC (target 0): on the real
+    tiny model it is another map than the evidence for IDC, not the same one recoloured."""
+    from model.explain import EVIDENCE_AGAINST_IDC, EVIDENCE_FOR_IDC
+
+    _, patches = sample
+    for_idc = explainer.cam(patches, target=EVIDENCE_FOR_IDC)
+    against = explainer.cam(patches, target=EVIDENCE_AGAINST_IDC)
+    assert for_idc.shape == against.shape == (len(patches), 50, 50)
+    assert not np.allclose(for_idc, against)
+    shown = np.maximum(for_idc.max(axis=(1, 2)), against.max(axis=(1, 2))) > 0  # patches with any evidence
+    assert shown.any()
+    assert (np.abs(for_idc - against).max(axis=(1, 2))[shown] > 0.5).all()
+    # Where the evidence for IDC is strongest, the evidence against it is weak, and the other way round.
+    for f, a in zip(for_idc[shown], against[shown]):
+        if f.max() == 1.0:
+            assert a[np.unravel_index(np.argmax(f), f.shape)] < 0.5
+        if a.max() == 1.0:
+            assert f[np.unravel_index(np.argmax(a), a.shape)] < 0.5

@@ -123,3 +123,34 @@ def test_slide_progress_not_started_in_review_done_and_reopened():
     assert progress_text(out.loc["b"]) == "done by A" and progress_text(out.loc["d"]) == "not started"
     empty = slide_progress(["a"], reviews.iloc[:0], status.iloc[:0])
     assert empty["progress"].tolist() == ["not started"]
+
+
+def test_step_order_and_neighbours_for_the_review_keys(rows):
+    rows = rows.assign(x=[1, 51, 1, 51, 101, 1], y=[1, 1, 51, 51, 51, 101])
+    errors = selection.step_order(rows, 0.5, "errors")
+    assert errors == list(selection.errors(rows, 0.5).index)  # most confident error first
+    assert selection.step_order(rows, 0.5, "all") == [10, 11, 12, 13, 14, 15]  # top to bottom, left to right
+    with pytest.raises(ValueError, match="step order"):
+        selection.step_order(rows, 0.5, "random")
+    assert selection.neighbours([10, 11, 12], 11) == (10, 12)
+    assert selection.neighbours([10, 11, 12], 10) == (None, 11)
+    assert selection.neighbours([10, 11, 12], 12) == (11, None)
+    assert selection.neighbours([10, 11, 12], 99) == (None, 10)  # outside the order: J leads to its first
+    assert selection.neighbours([], 99) == (None, None)
+
+
+def test_focus_position_the_page_follows_the_current_card():
+    assert selection.focus_position(50, 30, page=1, per_page=24) == (30, 2)  # J past a page's end turns it
+    assert selection.focus_position(50, None, page=3, per_page=24) == (48, 3)  # page turned: its first card
+    assert selection.focus_position(50, None, page=9, per_page=24) == (48, 3)  # a page that no longer exists
+    assert selection.focus_position(50, 99, page=1, per_page=24) == (0, 1)
+    assert selection.focus_position(0, None, page=1, per_page=24) == (0, 1)
+
+
+def test_undefined_patient_rates_name_their_reason():
+    assert selection.undefined_patient_rates(3, 10) == {}
+    none = selection.undefined_patient_rates(0, 10)
+    assert set(none) == {"sensitivity", "f1"} and set(none.values()) == {"no IDC patch in this patient"}
+    assert selection.undefined_patient_rates(5, 0) == {"specificity": "no non-IDC patch in this patient"}
+    assert selection.undefined_rates_text(none) == ["Sensitivity and F1 not defined: no IDC patch in this patient."]
+    assert selection.undefined_rates_text({}) == []

@@ -2,7 +2,7 @@
 import numpy as np
 import streamlit as st
 
-from app import cohort, identity, loaders, selection, slides, state, ui
+from app import cohort, identity, loaders, patch_panel, selection, slides, state, ui
 from app.cam_overlay import overlay_cam
 from model.explain import METHODS
 from pipeline import store
@@ -68,9 +68,37 @@ if not len(items):
     st.success("Nothing to show here at this threshold.", icon=":material/check_circle:")
     st.stop()
 
+
+def _page_turned() -> None:
+    ss.gallery_current = None  # the first card of the page the reviewer turned to becomes current
+
+
+def _make_current(row: int) -> None:
+    ss.gallery_current = int(row)
+
+
+# One card is current: the target of the review keys (st.button binds one shortcut per button, so a
+# gallery of cards each with its own verdict buttons could not share J/K/A/W/U). The page follows it.
+# A new list (another mode, patient, error kinds, order or split) starts at its first patch; a list
+# that only changed (a patch reviewed out of the queue, a new threshold) keeps its current patch.
+listing = (mode, str(patient), split, bool(ss.get("gallery_only_unreviewed")),
+           tuple(sorted(kinds)) if mode == ERRORS else (order, spread))
+if ss.get("gallery_listing") != listing:
+    ss.gallery_listing, ss.gallery_current = listing, None
+    if ss.get("gallery_page", 1) != 1:
+        ss.gallery_page = 1
+found_at = -1 if ss.get("gallery_current") is None else items.index.get_indexer([ss.gallery_current])[0]
+position, page = selection.focus_position(len(items), None if found_at < 0 else int(found_at),
+                                          ss.get("gallery_page", 1), PER_PAGE)
+if ss.get("gallery_page", 1) != page:  # only when it moves: a write is the widget's new value (and logs a warning)
+    ss.gallery_page = page
+current = ss.gallery_current = int(items.index[position])
+previous = int(items.index[position - 1]) if position > 0 else None
+following = int(items.index[position + 1]) if position + 1 < len(items) else None
+
 page_col, cam_col, method_col = st.columns([3, 1, 2], vertical_alignment="bottom")
 with page_col:
-    number = st.pagination(selection.n_pages(len(items), PER_PAGE), key="gallery_page")
+    number = st.pagination(selection.n_pages(len(items), PER_PAGE), key="gallery_page", on_change=_page_turned)
 no_cam = run.cam_unavailable  # imported scores, or a user's model without a layer to explain
 show_cam = cam_col.toggle("Grad-CAM", key="gallery_cam", disabled=bool(no_cam),
                           help=f"Unavailable: {no_cam}" if no_cam else "Compute class activation maps for this page")
@@ -80,7 +108,8 @@ method = method_col.selectbox("Method", list(METHODS), key="gallery_cam_method",
 start, stop = selection.page_bounds(len(items), number, PER_PAGE)
 shown = items.iloc[start:stop].join(run.table[["patient_id", "x", "y", "width", "height", "prob", "prob_patch"]])
 st.caption(f"Showing {start + 1:,}-{stop:,} of {len(items):,}"
-           + (f" · Grad-CAM unavailable: {no_cam}" if no_cam else ""))
+           + (f" · Grad-CAM unavailable: {no_cam}" if no_cam else "")
+           + " · Grad-CAM shows the evidence for IDC")
 
 patches = np.asarray(run.patches[shown.index.to_numpy()])
 if show_cam:
@@ -92,18 +121,45 @@ if show_cam:
         patches = slides.only_inside_patches(overlay_cam(patches, maps, 0.45), patches,
                                              shown["width"].to_numpy(), shown["height"].to_numpy())
 
+
+def _card_text(row: int, item) -> str:
+    verdict = verdicts.get(row)
+    # With context the patch alone is shown too: an error may come from the neighbours.
+    return (f"{ui.outcome_badge(item['outcome'], spelled_out=False)}"
+            f" P(IDC) **{item['prob']:.3f}**"
+            + (f" (patch alone {item['prob_patch']:.3f})" if run.has_context else "")
+            + f"  \n{item['patient_id']} · x {item['x']}, y {item['y']}"
+            + (f"  \n{ui.VERDICT_BADGES[verdict]}" if verdict else ""))
+
+
+# The current patch, large, with the review keys.
+with st.container(border=True, key="gallery_current_card"):
+    item = shown.loc[current]
+    image_col, text_col = st.columns([1, 3])
+    image_col.image(slides.upscale_nearest(patches[shown.index.get_loc(current)], ZOOM), width="stretch")
+    with text_col:
+        st.markdown(f"**Current patch ({position + 1:,} of {len(items):,})** · " + _card_text(current, item))
+        patch_panel.review_keys(run, current, threshold, previous, following, move=_make_current,
+                                key="gallery_keys")
+        opened = {"patient": item["patient_id"], "patch": current}
+        inspect_col, slide_col, _ = st.columns([1, 1, 2])
+        inspect_col.button("Inspect", icon=":material/zoom_in:", key="inspect_current", width="stretch",
+                           help="Open in the inspector (Grad-CAM, neighbours, a note)",
+                           on_click=state.go_to, args=("inspector",), kwargs=opened)
+        slide_col.button("On slide", icon=":material/map:", key="on_slide_current", width="stretch",
+                         help="Show it on the slide", on_click=state.go_to, args=("patient",), kwargs=opened)
+
 for start in range(0, len(shown), COLUMNS):
     for col, (row, item), image in zip(st.columns(COLUMNS), shown.iloc[start:start + COLUMNS].iterrows(),
                                        patches[start:start + COLUMNS]):
         with col.container(border=True):
             st.image(slides.upscale_nearest(image, ZOOM), width="stretch")
-            verdict = verdicts.get(row)
-            # With context the patch alone is shown too: an error may come from the neighbours.
-            st.markdown(f"{ui.outcome_badge(item['outcome'], spelled_out=False)}"
-                        f" P(IDC) **{item['prob']:.3f}**"
-                        + (f" (patch alone {item['prob_patch']:.3f})" if run.has_context else "")
-                        + f"  \n{item['patient_id']} · x {item['x']}, y {item['y']}"
-                        + (f"  \n{ui.VERDICT_BADGES[verdict]}" if verdict else ""))
+            st.markdown(_card_text(row, item))
+            if row == current:
+                st.markdown(":blue-badge[:material/keyboard: current · the keys act here]")
+            else:
+                st.button("Make current", icon=":material/keyboard:", key=f"current_{row}", type="tertiary",
+                          help="Review this patch with the keys", on_click=_make_current, args=(row,))
             inspect_col, slide_col = st.columns(2)
             opened = {"patient": item["patient_id"], "patch": row}
             inspect_col.button("Inspect", icon=":material/zoom_in:", key=f"inspect_{row}", help="Open in the inspector",

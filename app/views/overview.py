@@ -1,7 +1,7 @@
 """Cohort overview: metrics at the threshold on a split, curves, calibration, per-patient table."""
 import streamlit as st
 
-from app import charts, cohort, exports, loaders, selection, state, ui
+from app import charts, cohort, exports, loaders, state, ui
 from pipeline import agreement, evaluate, metrics
 
 DATASET, REVIEWED = "Dataset labels", "Reviewed labels"
@@ -77,16 +77,18 @@ st.caption(cohort.model_text(run.meta))
 
 point = cohort.operating_point(at)
 point_label = f"threshold {threshold:.3f}"
+# The threshold-free figures are built once per run and split (cached, shared by every session); a new
+# threshold only adds the operating point to a copy.
+figures = loaders.curve_figures(run, split, labels)
 left, middle, right = st.columns(3)
 left.plotly_chart(charts.confusion_figure(at), key="confusion")
-middle.plotly_chart(charts.roc_figure(curves["roc"], curves["roc_auc"], point, point_label), key="roc")
-right.plotly_chart(charts.pr_figure(curves["pr"], curves["pr_auc"], curves["prevalence"], point, point_label),
-                   key="pr")
+middle.plotly_chart(charts.with_point(figures["roc"], point, point_label), key="roc")
+right.plotly_chart(charts.with_point(figures["pr"], point, point_label), key="pr")
 left, right = st.columns(2)
 with left:
     log_counts = st.toggle("Log count axis", key="histogram_log", help="Shows small classes and sparse bins")
     st.plotly_chart(charts.histogram_figure(curves["histogram"], threshold, log_counts), key="histogram")
-right.plotly_chart(charts.reliability_figure(curves["reliability"], curves["ece"]), key="reliability")
+right.plotly_chart(figures["reliability"], key="reliability")
 
 method = (f"95% percentile bootstrap over the {boot_info['n_patients']:,} patients ({boot_info['n_boot']:,} resamples, "
           f"seed {boot_info['seed']})" if boot_info else "")
@@ -95,13 +97,13 @@ metrics_table = cohort.metrics_frame(at, curves, split, data.described, run.name
 with st.expander("All metrics as a table"):
     st.dataframe(metrics_table, hide_index=True,
                  column_config={k: st.column_config.NumberColumn(format="%.4f") for k in ("value", "low", "high")})
-st.download_button("Download metrics (CSV)", exports.csv_bytes(metrics_table), file_name=f"{run.name}_{split}_metrics.csv",
+st.download_button("Download metrics (CSV)", lambda: exports.csv_bytes(metrics_table), file_name=f"{run.name}_{split}_metrics.csv",
                    mime="text/csv", icon=":material/download:", on_click="ignore")
 
 st.subheader("Per patient")
 ui.scope_caption(f"{scope}, at threshold {threshold:.3f}; select a row to open the patient")
 per_patient = evaluate.per_patient_table(data.rows, threshold)
-per_patient["review"] = [selection.progress_text(progress.loc[str(p)]) for p in per_patient["patient_id"]]
+per_patient["review"] = per_patient["patient_id"].astype(str).map(loaders.progress_texts(run, reviews)).to_numpy()
 n_errors = int(per_patient["errors"].sum())
 st.caption(f"Share of errors: each patient's false positives + false negatives as a % of the split's {n_errors:,} "
            f"errors at this threshold ({int(per_patient['false_pos'].sum()):,} FP, "
@@ -136,6 +138,6 @@ st.dataframe(
     column_order=("patient_id", "split", "review", "patches", "true_idc_pct", "pred_idc_pct", "f1", "sensitivity",
                   "specificity", "errors", "error_share_pct", "false_pos", "fp_share_pct", "false_neg", "fn_share_pct"),
 )
-st.download_button("Download per-patient table (CSV)", exports.csv_bytes(per_patient.assign(threshold=threshold)),
+st.download_button("Download per-patient table (CSV)", lambda: exports.csv_bytes(per_patient.assign(threshold=threshold)),
                    file_name=f"{run.name}_{split}_per_patient.csv", mime="text/csv", icon=":material/download:",
                    on_click="ignore")

@@ -24,13 +24,25 @@ outcome = selection.outcome_names(label, prob, threshold)
 at = metrics.metrics_at(label, prob, threshold)
 ui.scope_caption(f"patient {patient_id} ({rows['split'].iat[0]} split): {len(rows):,} patches "
                  f"({at['tp'] + at['fn']:,} IDC), at threshold {threshold:.3f}")
+undefined = selection.undefined_patient_rates(at["tp"] + at["fn"], at["tn"] + at["fp"])
+
+
+def rate(name: str) -> str:
+    # Undefined rates say so (the reason under the tiles), never 0.000 or nan.
+    return "not defined" if name in undefined else f"{at[name]:.3f}"
+
+
 tiles = st.columns(6)
 tiles[0].metric("True IDC", f"{100 * label.mean():.1f} %")
 tiles[1].metric("Predicted IDC", f"{100 * (at['tp'] + at['fp']) / len(rows):.1f} %")
-tiles[2].metric("Sensitivity", f"{at['sensitivity']:.3f}", help="NaN when the patient has no IDC patch")
-tiles[3].metric("Specificity", f"{at['specificity']:.3f}")
-tiles[4].metric("F1", f"{at['f1']:.3f}")
+tiles[2].metric("Sensitivity", rate("sensitivity"),
+                help=undefined.get("sensitivity", "Share of the IDC patches called IDC"))
+tiles[3].metric("Specificity", rate("specificity"),
+                help=undefined.get("specificity", "Share of the non-IDC patches called non-IDC"))
+tiles[4].metric("F1", rate("f1"), help=undefined.get("f1", "Harmonic mean of precision and sensitivity"))
 tiles[5].metric("Errors (FP / FN)", f"{at['fp']:,} / {at['fn']:,}")
+for line in selection.undefined_rates_text(undefined):
+    st.caption(f":material/info: {line}")
 
 
 def _patch_clicked() -> None:
@@ -51,11 +63,14 @@ def slide_view() -> None:
     names = [*overlays.OVERLAY_NAMES, *([overlays.PATCH_ALONE] if run.has_context else []),
              *([REGION_OUTLINE] if slide.region_mask is not None else [])]
     chosen = st.pills("Overlays", names, selection_mode="multi", key="overlays",
-                      default=["Errors (TP/FP/FN/TN)", *([REGION_OUTLINE] if slide.region_mask is not None else [])])
-    layout_col, opacity_col, hide_col = st.columns([3, 3, 2], vertical_alignment="bottom")
+                      default=[overlays.ERRORS, *([REGION_OUTLINE] if slide.region_mask is not None else [])])
+    layout_col, opacity_col, tn_col, hide_col = st.columns([3, 3, 2, 2], vertical_alignment="bottom")
     layout = layout_col.segmented_control("Layout", [SINGLE, LINKED], default=SINGLE, required=True, key="slide_layout",
                                           help="Ground truth and prediction side by side, zoom and pan linked")
     opacity = opacity_col.slider("Overlay opacity", 0.0, 1.0, 0.4, 0.05, key="overlay_opacity")
+    show_tn = tn_col.toggle("Colour true negatives", key="show_tn",
+                            help="True negatives (correct non-IDC) are left clear by default, so only what matters "
+                                 "is coloured: false positives, false negatives and IDC found (TP)")
     hidden = ss.get("overlays_hidden", False)
     hide_col.button("Show overlays" if hidden else "Hide overlays", icon=":material/layers:", on_click=_toggle_overlays,
                     key="toggle_overlays", shortcut="h", width="stretch",
@@ -64,7 +79,7 @@ def slide_view() -> None:
     verdicts = loaders.run_reviews(run).verdicts().reindex(rows.index).fillna("").to_numpy()
 
     def build(name):
-        return overlays.build(name, rows, threshold, slide.grid_shape, verdicts)
+        return overlays.build(name, rows, threshold, slide.grid_shape, verdicts, show_tn=show_tn)
 
     outline = None if hidden or REGION_OUTLINE not in chosen else slide.region_contour
     if layout == SINGLE:
@@ -76,13 +91,15 @@ def slide_view() -> None:
     selected_xy = None if selected is None else (int(rows.at[selected, "x"]), int(rows.at[selected, "y"]))
     figure = charts.slide_figure(slide.image_uri, slide.shape, rows, outcome, panels, opacity, outline, selected_xy,
                                  revision=f"{run.name}/{patient_id}/{layout}")
+    ui.fit_overlays_to_slide(figure, slide.shape)  # edge patches' overlay cells at their true size
+    ui.add_scale_bar(figure, slide.shape, run.mpp, len(panels))
     st.plotly_chart(figure, key="slide_chart", on_select=_patch_clicked, selection_mode="points",
                     config={"scrollZoom": True, "displaylogo": False})
 
     def export_png() -> bytes:
         mask = None if outline is None else slide.region_mask
-        return slides.png_bytes(slides.side_by_side([overlays.compose(slide.rgb, panel, opacity, mask)
-                                                     for _, panel in panels]))
+        views = [overlays.compose(slide.rgb, panel, opacity, mask) for _, panel in panels]
+        return slides.png_bytes(slides.side_by_side([slides.draw_scale_bar(view, run.mpp)[0] for view in views]))
 
     note_col, export_col = st.columns([3, 1], vertical_alignment="center")
     note_col.caption("Drag to pan, scroll to zoom, double-click to reset; click a patch to inspect it. "
