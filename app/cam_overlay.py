@@ -66,16 +66,20 @@ def overlay_cam(rgb_uint8: np.ndarray, cam: np.ndarray, alpha: float = 0.45, col
 CAM_TARGETS = {EVIDENCE_FOR_IDC: "Evidence for IDC", EVIDENCE_AGAINST_IDC: "Evidence against IDC"}
 
 
-def own_call_target(outcome: str) -> int:
-    """The CAM target of the model's own call at the threshold: 1 (IDC) for TP/FP, 0 for FN/TN."""
+def own_call_target(outcome: str, predicted_idc: bool | None = None) -> int:
+    """The CAM target of the model's own call at the threshold: 1 (IDC) for TP/FP, 0 for FN/TN; for an
+    'unlabelled' patch (no outcome) the call itself decides: 1 when ``predicted_idc``, else 0."""
+    if outcome == "unlabelled" and predicted_idc is not None:
+        return EVIDENCE_FOR_IDC if predicted_idc else EVIDENCE_AGAINST_IDC
     if outcome not in ("TP", "FP", "FN", "TN"):
-        raise ValueError(f"unknown outcome {outcome!r}")
+        raise ValueError(f"unknown outcome {outcome!r}" + (" (an unlabelled patch needs predicted_idc)"
+                                                           if outcome == "unlabelled" else ""))
     return EVIDENCE_FOR_IDC if outcome in ("TP", "FP") else EVIDENCE_AGAINST_IDC
 
 
-def target_text(target: int, outcome: str) -> str:
+def target_text(target: int, outcome: str, predicted_idc: bool | None = None) -> str:
     """What the shown map is, in words, saying whether it is the model's own call."""
-    own = own_call_target(outcome) == target
+    own = own_call_target(outcome, predicted_idc) == target
     what = "evidence " + CAM_TARGETS[target].split(" ", 1)[1]  # 'evidence for IDC', keeping IDC in capitals
     if own:
         return f"{what} (the model's own call: {'IDC' if target else 'not IDC'})"

@@ -208,7 +208,10 @@ def histogram_figure(hist: dict, threshold: float, log_counts: bool = False) -> 
     centres, width = (edges[:-1] + edges[1:]) / 2, edges[1] - edges[0]
     fig = go.Figure()
     for key, name, colour in (("non_idc", "label: non-IDC", ov.OKABE_ITO["sky_blue"]),
-                              ("idc", "label: IDC", ov.OKABE_ITO["vermillion"])):
+                              ("idc", "label: IDC", ov.OKABE_ITO["vermillion"]),
+                              ("unlabelled", "unlabelled", "#7f7f7f")):
+        if key not in hist:  # 'unlabelled': cohort.unlabelled_histogram, for a run without labels
+            continue
         fig.add_trace(go.Bar(x=centres, y=hist[key], width=width, name=name, marker_color=colour, opacity=0.75,
                              hovertemplate="P(IDC) %{x:.2f}: %{y:,} patches<extra>" + name + "</extra>"))
     # A plain layout shape: add_vline's subplot handling costs ~20 ms per redraw.

@@ -37,6 +37,17 @@ def curves(label: np.ndarray, prob: np.ndarray) -> dict:
     return out
 
 
+def unlabelled_histogram(prob: np.ndarray) -> dict:
+    """The histogram of P(IDC) of patches without labels (charts.histogram_figure draws it in grey)."""
+    edges = np.linspace(0.0, 1.0, HISTOGRAM_BINS + 1)
+    return {"edges": edges, "unlabelled": np.histogram(np.asarray(prob, np.float64), bins=edges)[0]}
+
+
+NO_LABELS_TEXT = ("Metrics need labels, and no patch {where} has one: the slides were ingested without annotations. "
+                  "Re-run `python -m pipeline ingest-slides --annotations DIR` with QuPath GeoJSON annotations "
+                  "(one per slide) to measure the model; below are its predictions only.")
+
+
 def score_text(context: dict | None, roc_auc_patch: float | None = None, patch_interval: dict | None = None) -> str:
     """What P(IDC) is in this run: the patch alone, or the patch with its neighbourhood context."""
     if not context:

@@ -130,10 +130,25 @@ DATASET_LABELS = Labels()
 
 @dataclass(frozen=True)
 class SplitData:
+    """One split's patches. ``rows``, ``label``, ``prob`` and ``described`` hold only the labelled patches
+    (what every metric is measured on); ``all_rows`` every patch of the split, unlabelled ones too (the
+    review queue, prediction counts); ``unlabelled`` the counts of selection.unlabelled_counts."""
+
     rows: pd.DataFrame
     label: np.ndarray
     prob: np.ndarray
-    described: dict  # n_patients, n_patches, n_positive
+    described: dict  # n_patients, n_patches, n_positive (labelled patches only)
+    all_rows: pd.DataFrame | None = None
+    unlabelled: dict | None = None
+
+    @property
+    def every_row(self) -> pd.DataFrame:
+        return self.rows if self.all_rows is None else self.all_rows
+
+    @property
+    def unlabelled_text(self) -> str:
+        """'' when every patch is labelled, else how many patches and patients the metrics leave out."""
+        return selection.unlabelled_text(self.unlabelled, len(self.every_row)) if self.unlabelled else ""
 
 
 def split_data(run: store.Run, split: str, labels: Labels = DATASET_LABELS) -> SplitData:
@@ -147,8 +162,12 @@ def _split_data(_run: store.Run, key: str, split: str, labels_key: str = "", _la
     rows = evaluate.split_rows(_run.table, split).astype({"patient_id": "category", "split": "category"})
     if _labels.reviewed is not None:
         reviewed = _labels.reviewed.table["reviewed_label"].reindex(rows.index)
+        reviewed = reviewed.where(store.labelled(rows["label"].to_numpy()))  # no label to flip: stays unlabelled
         rows = rows.assign(label=reviewed.fillna(rows["label"]).astype(rows["label"].dtype))
-    return SplitData(rows, rows["label"].to_numpy(), rows["prob"].to_numpy(), evaluate.describe(rows))
+    # The one place unlabelled patches (slides ingested without annotations) leave the metrics.
+    labelled = selection.labelled_rows(rows)
+    return SplitData(labelled, labelled["label"].to_numpy(), labelled["prob"].to_numpy(), evaluate.describe(labelled),
+                     all_rows=rows, unlabelled=selection.unlabelled_counts(rows))
 
 
 def curves(run: store.Run, split: str, labels: Labels = DATASET_LABELS) -> dict:
@@ -484,7 +503,9 @@ def reviewed_labels(run: store.Run, rule: agreement.ConsensusRule, reviews: RunR
 @st.cache_resource(max_entries=8, show_spinner="Applying the reviewed labels...")
 def _reviewed_labels(_run: store.Run, key: str, labels_key: str, _found: pd.DataFrame,
                      _rule: agreement.ConsensusRule) -> agreement.ReviewedLabels:
-    return agreement.reviewed_labels(_run.table[["patient_id", "x", "y", "label"]], _found, _rule)
+    table = _run.table[["patient_id", "x", "y", "label"]]
+    # Only a label can be flipped: unlabelled patches (slides without annotations) stay out, so stay unlabelled.
+    return agreement.reviewed_labels(selection.labelled_rows(table), _found, _rule)
 
 
 # --------------------------------------------------------------------------- two runs compared

@@ -90,6 +90,7 @@ def build(name: str, rows, threshold: float, shape: tuple[int, int], review_verd
         return Overlay(name, slides.cell_grid(x, y, values, shape), PROBABILITY_RAMP, categorical=False)
     if name == ERRORS:
         codes = outcome_codes(label, prob, threshold).astype(np.float64)
+        codes[codes < 0] = np.nan  # unlabelled patches have no outcome: transparent
         colours = [OUTCOME_COLOURS[o] for o in OUTCOMES]
         labels = [OUTCOME_LABELS[o] for o in OUTCOMES]
         if not show_tn:  # codes keep their meaning (0 = TN); only the TN cells become transparent

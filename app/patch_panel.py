@@ -60,7 +60,8 @@ def render(run: store.Run, row: int, threshold: float) -> None:
     patch = np.asarray(run.patches[row])
 
     st.subheader(f"Patch x {x}, y {y} · patient {pid}")
-    facts = [f"**True label:** {'IDC' if label else 'non-IDC'}",
+    true_label = ("none (unlabelled slide)" if not store.labelled([label])[0] else "IDC" if label == 1 else "non-IDC")
+    facts = [f"**True label:** {true_label}",
              _probability_text(run, patch_row),
              f"**At threshold {threshold:.3f}:** {ui.outcome_badge(outcome)}",
              f"**Split:** {patch_row['split']} · **row** {row}"]
@@ -76,19 +77,20 @@ def render(run: store.Run, row: int, threshold: float) -> None:
     context = slides.upscale_nearest(slides.neighbourhood(slide.rgb, x, y), NEIGHBOUR_ZOOM)
     side, size = context.shape[0], slides.PATCH * NEIGHBOUR_ZOOM
     context = slides.paint(_framed(context), slides.square_outline(side, size, size, size, 3), HIGHLIGHT_RGB)
-    _images(run, row, patch, (width, height), region if show_region else None, context, outcome)
+    _images(run, row, patch, (width, height), region if show_region else None, context, outcome,
+            prob >= threshold)
     _review_form(run, row, pid, x, y, threshold)
 
 
 @state.fragment
 def _images(run: store.Run, row: int, patch: np.ndarray, size: tuple[int, int], region: np.ndarray | None,
-            context: np.ndarray, outcome: str) -> None:
+            context: np.ndarray, outcome: str, predicted_idc: bool | None = None) -> None:
     """Patch, CAM and neighbours side by side; the CAM method, target and opacity rerun only this fragment."""
     method_col, target_col, alpha_col = st.columns([3, 3, 2])
     method = method_col.segmented_control(
         "Explanation", list(METHODS), default="Grad-CAM", required=True, key="cam_method",
         help="\n\n".join(f"**{k}**: {m.help}" for k, m in METHODS.items()))
-    own = own_call_target(outcome)
+    own = own_call_target(outcome, predicted_idc)
     # One widget per default, so the default follows the model's call and a choice sticks for
     # patches of the same call (moving from one false negative to the next keeps it).
     target = target_col.segmented_control(
@@ -117,7 +119,7 @@ def _images(run: store.Run, row: int, patch: np.ndarray, size: tuple[int, int], 
     blended = slides.only_inside_patches(overlay_cam(patch, cam, alpha)[None], patch[None], width, height)[0]
     cam_col.image(_framed(_with_region(slides.upscale_nearest(blended, ZOOM), region)),
                   caption=f"{method}: {CAM_TARGETS[target].replace('Evidence', 'evidence')}", width="content")
-    cam_col.caption(f"Shows the {target_text(target, outcome)}, in this patch alone; red = most.")
+    cam_col.caption(f"Shows the {target_text(target, outcome, predicted_idc)}, in this patch alone; red = most.")
 
 
 def save_review(run: store.Run, row: int, verdict: str, note: str, threshold: float) -> tuple[str, str]:

@@ -9,9 +9,12 @@ import numpy as np
 import pandas as pd
 
 from pipeline.metrics import check_threshold
+from pipeline.store import labelled
 
 # Outcome code = 2 * label + predicted, the same coding as pipeline.metrics.grouped_confusion_at.
 OUTCOMES = ("TN", "FP", "FN", "TP")
+UNLABELLED = "unlabelled"  # the outcome of a patch without a ground truth (a slide ingested without annotations)
+UNLABELLED_CODE = -1
 ERROR_KINDS = ("FP", "FN")
 QUEUE_ORDERS = {
     "uncertain": "Most uncertain first (nearest the threshold)",
@@ -20,19 +23,54 @@ QUEUE_ORDERS = {
 
 
 def outcome_codes(label, prob, threshold: float) -> np.ndarray:
-    """0 TN, 1 FP, 2 FN, 3 TP per patch, calling IDC when prob >= threshold."""
+    """0 TN, 1 FP, 2 FN, 3 TP per patch, calling IDC when prob >= threshold; UNLABELLED_CODE (-1) for
+    a patch without a label (store.UNLABELLED), which has no outcome."""
     predicted = np.asarray(prob) >= check_threshold(threshold)
-    return (2 * np.asarray(label, np.int8) + predicted).astype(np.int8)
+    label = np.asarray(label, np.int8)
+    codes = (2 * label + predicted).astype(np.int8)
+    return np.where(labelled(label), codes, np.int8(UNLABELLED_CODE)).astype(np.int8)
+
+
+OUTCOME_NAMES = (*OUTCOMES, UNLABELLED)  # index -1 (UNLABELLED_CODE) is 'unlabelled'
 
 
 def outcome_names(label, prob, threshold: float) -> np.ndarray:
-    return np.asarray(OUTCOMES)[outcome_codes(label, prob, threshold)]
+    return np.asarray(OUTCOME_NAMES)[outcome_codes(label, prob, threshold)]
+
+
+def labelled_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows with a ground-truth label (0 or 1): what every metric is measured on."""
+    return rows[labelled(rows["label"].to_numpy())]
+
+
+def unlabelled_counts(rows: pd.DataFrame) -> dict:
+    """{'n_patches', 'n_patients'} of ``rows`` without a label, and 'n_patients_partly': patients with
+    some of their patches unlabelled (a slide without annotations is wholly unlabelled)."""
+    missing = ~labelled(rows["label"].to_numpy())
+    pids = np.asarray(rows["patient_id"].astype(str))
+    with_missing = set(pids[missing])
+    return {"n_patches": int(missing.sum()), "n_patients": len(with_missing - set(pids[~missing])),
+            "n_patients_partly": len(with_missing & set(pids[~missing]))}
+
+
+def unlabelled_text(counts: dict, total_patches: int) -> str:
+    """The caption saying what the metrics leave out, '' when every patch is labelled."""
+    if not counts["n_patches"]:
+        return ""
+    n, p = counts["n_patches"], counts["n_patients"]
+    text = (f"{n:,} of {total_patches:,} patches are unlabelled (slides ingested without annotations) and left out "
+            f"of every metric: {p:,} patient{'s' * (p != 1)} without any label")
+    if counts["n_patients_partly"]:
+        text += f", {counts['n_patients_partly']:,} partly labelled"
+    return text + "."
 
 
 def _ranked(index: np.ndarray, codes: np.ndarray, order: np.ndarray, **scores: np.ndarray) -> pd.DataFrame:
     """The ranking as a slim frame (patch row index, outcome, scores); callers look up other columns
     only for the page they show, so ordering 277,524 patches never copies the whole table."""
-    return pd.DataFrame({"outcome": pd.Categorical.from_codes(codes[order], OUTCOMES),
+    codes = np.where(codes[order] < 0, len(OUTCOMES), codes[order])  # unlabelled: the last category
+    categories = OUTCOME_NAMES if (codes == len(OUTCOMES)).any() else OUTCOMES
+    return pd.DataFrame({"outcome": pd.Categorical.from_codes(codes, categories),
                          **{name: values[order] for name, values in scores.items()}}, index=index[order])
 
 

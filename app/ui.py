@@ -13,8 +13,9 @@ from app.__main__ import ADDRESS_ENV
 from pipeline.reviews import RunReviews
 from pipeline import store
 
-OUTCOME_BADGE_COLOURS = {"TP": "green", "TN": "blue", "FP": "orange", "FN": "violet"}  # nearest to the slide's
-OUTCOME_TEXT = {"TP": "true positive", "TN": "true negative", "FP": "false positive", "FN": "false negative"}
+OUTCOME_BADGE_COLOURS = {"TP": "green", "TN": "blue", "FP": "orange", "FN": "violet", "unlabelled": "gray"}  # nearest to the slide's
+OUTCOME_TEXT = {"TP": "true positive", "TN": "true negative", "FP": "false positive", "FN": "false negative",
+                "unlabelled": "no label to compare the call with"}
 VERDICT_BADGES = {"agree": ":blue-badge[agrees with label]", "label_wrong": ":orange-badge[label is wrong]",
                   "unsure": ":gray-badge[unsure]"}
 

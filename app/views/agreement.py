@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app import state, ui
+from app import selection, state, ui
 from pipeline import agreement
 
 ss = st.session_state
@@ -21,7 +21,7 @@ if found.empty:
     st.info("No reviews yet. Agreement is measured on patches that two or more reviewers reviewed.",
             icon=":material/groups:")
     st.stop()
-labels = run.table[["patient_id", "x", "y", "label"]]
+labels = selection.labelled_rows(run.table[["patient_id", "x", "y", "label"]])  # unlabelled patches have no label to agree with
 report = agreement.agreement_report(found, labels)
 st.caption(f"{report.n_reviews:,} reviews of {report.n_patches:,} patches by {report.n_reviewers:,} reviewer(s); "
            f"{report.n_patches_multi:,} patch{'es' * (report.n_patches_multi != 1)} reviewed by two or more. "

@@ -25,14 +25,15 @@ mode = mode_col.segmented_control(
     "Show", [ERRORS, QUEUE], default=ERRORS, required=True, key="gallery_mode",
     help="Errors: false positives/negatives, most confident first. Review queue: patches not reviewed yet, "
          "either nearest the threshold (most uncertain) or the most confident errors.")
-patient_ids = sorted(data.rows["patient_id"].unique())
+every_row = data.every_row  # unlabelled patches too: they have no errors, but the review queue includes them
+patient_ids = sorted(every_row["patient_id"].unique())
 progress = loaders.progress(run, reviews)
 if st.toggle("Only unreviewed patients", key="gallery_only_unreviewed",
              help="Only the patients whose slide is not marked done, in the patient list and in 'all patients'"):
     patient_ids = [p for p in patient_ids if progress.at[str(p), "progress"] != selection.PROGRESS[2]]
-    data_rows = data.rows[data.rows["patient_id"].isin(patient_ids)]
+    data_rows = every_row[every_row["patient_id"].isin(patient_ids)]
 else:
-    data_rows = data.rows
+    data_rows = every_row
 every_patient = "all patients" + (" (all splits)" if split == "all" else f" of the {split} split")
 patient = patient_col.selectbox("Patient", ["all", *patient_ids], key="gallery_patient",
                                 format_func=lambda p: every_patient if p == "all"
@@ -62,8 +63,14 @@ else:
                   + selection.QUEUE_ORDERS[order].lower() + (", spread over patients" if spread else ""))
 
 scope = cohort.scope_text(split, {"n_patients": rows["patient_id"].nunique(), "n_patches": len(rows),
-                                  "n_positive": int(rows["label"].sum())})
+                                  "n_positive": int((rows["label"] == 1).sum())})
 ui.scope_caption(f"{scope}, at threshold {threshold:.3f}: {len(items):,} patches, {order_text}")
+n_unlabelled = int((~store.labelled(rows["label"].to_numpy())).sum())
+if n_unlabelled:
+    st.caption(f":material/label_off: {n_unlabelled:,} of the {len(rows):,} patches are unlabelled (slides ingested "
+               "without annotations): " + ("they have no errors to show; switch to the review queue to review them "
+                                           "by uncertainty." if mode == ERRORS or order == "confident_errors"
+                                           else "they are in the queue, ordered by uncertainty like the others."))
 if not len(items):
     st.success("Nothing to show here at this threshold.", icon=":material/check_circle:")
     st.stop()

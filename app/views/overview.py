@@ -25,10 +25,28 @@ if source == REVIEWED:
     labels = loaders.reviewed_labels(run, agreement.ConsensusRule(rule_name), reviews)
 data = loaders.split_data(run, split, labels)
 scope = cohort.scope_text(split, data.described)
-if not len(data.rows):
+if not len(data.every_row):
     st.info(f"The {split} split of this run has no patients. Pick another split in the sidebar.")
     st.stop()
+if not len(data.rows):  # every patch unlabelled: no metric is defined, the predictions still are
+    where = "across all splits" if split == "all" else f"of the {split} split"
+    st.info(cohort.NO_LABELS_TEXT.format(where=where), icon=":material/label_off:")
+    every = data.every_row
+    predicted = int((every["prob"].to_numpy() >= threshold).sum())
+    n_all, n_patients = len(every), int(every["patient_id"].nunique())
+    ui.scope_caption(f"{'all splits' if split == 'all' else f'the {split} split'}: {n_patients:,} "
+                     f"patient{'s' * (n_patients != 1)}, {n_all:,} unlabelled patches, at threshold {threshold:.3f}")
+    count_cols = st.columns(3)
+    count_cols[0].metric("Patches", f"{n_all:,}")
+    count_cols[1].metric("Predicted IDC", f"{predicted:,}", help=f"P(IDC) ≥ {threshold:.3f}")
+    count_cols[2].metric("Predicted IDC %", f"{100 * predicted / n_all:.1f} %")
+    log_counts = st.toggle("Log count axis", key="histogram_log", help="Shows small classes and sparse bins")
+    st.plotly_chart(charts.histogram_figure(cohort.unlabelled_histogram(every["prob"].to_numpy()), threshold,
+                                            log_counts), key="histogram")
+    st.stop()
 ui.scope_caption(f"{scope}, at threshold {threshold:.3f}")
+if data.unlabelled_text:
+    st.caption(f":material/label_off: {data.unlabelled_text}")
 if labels.reviewed is not None:
     changed = labels.reviewed.table.loc[data.rows.index]
     n_changed = int(changed["flipped"].sum())
@@ -39,7 +57,7 @@ if labels.reviewed is not None:
             f"{int((changed['n_reviewers'] > 0).sum()):,} patches reviewed). Rule: {labels.reviewed.rule.describe()}",
             icon=":material/fact_check:")
 progress = loaders.progress(run, reviews)
-split_patients = progress.loc[[str(p) for p in data.rows["patient_id"].unique()]]
+split_patients = progress.loc[[str(p) for p in data.every_row["patient_id"].unique()]]
 st.caption(f":material/rate_review: Review progress: patches reviewed {int(split_patients['patches_reviewed'].sum()):,}"
            f" / slides done {int((split_patients['progress'] == 'done').sum()):,} of {len(split_patients):,} "
            f"({'all splits' if split == 'all' else f'the {split} split'})")
@@ -102,6 +120,8 @@ st.download_button("Download metrics (CSV)", lambda: exports.csv_bytes(metrics_t
 
 st.subheader("Per patient")
 ui.scope_caption(f"{scope}, at threshold {threshold:.3f}; select a row to open the patient")
+if data.unlabelled_text:
+    st.caption(f":material/label_off: Patients without labels are not listed: {data.unlabelled_text}")
 per_patient = evaluate.per_patient_table(data.rows, threshold)
 per_patient["review"] = per_patient["patient_id"].astype(str).map(loaders.progress_texts(run, reviews)).to_numpy()
 n_errors = int(per_patient["errors"].sum())

@@ -2,7 +2,7 @@
 import streamlit as st
 
 from app import charts, loaders, overlays, patch_panel, selection, slides, state, ui
-from pipeline import metrics
+from pipeline import metrics, store
 
 REGION_OUTLINE = "True region outline"
 SINGLE, LINKED = "Single view", "Ground truth | prediction"
@@ -20,29 +20,49 @@ slide = loaders.slide(run, patient_id)
 rows = slide.rows
 label, prob = rows["label"].to_numpy(), rows["prob"].to_numpy()
 outcome = selection.outcome_names(label, prob, threshold)
+has_label = store.labelled(label)  # patches of a slide ingested without annotations have none
+n_labelled = int(has_label.sum())
+NO_LABELS = "not defined (no labels)"
 
-at = metrics.metrics_at(label, prob, threshold)
+at = metrics.metrics_at(label[has_label], prob[has_label], threshold) if n_labelled else None
 ui.scope_caption(f"patient {patient_id} ({rows['split'].iat[0]} split): {len(rows):,} patches "
-                 f"({at['tp'] + at['fn']:,} IDC), at threshold {threshold:.3f}")
-undefined = selection.undefined_patient_rates(at["tp"] + at["fn"], at["tn"] + at["fp"])
+                 + (f"({at['tp'] + at['fn']:,} IDC" + (f" among {n_labelled:,} labelled" if n_labelled < len(rows)
+                                                        else "") + ")" if at else "(unlabelled)")
+                 + f", at threshold {threshold:.3f}")
+undefined = (selection.undefined_patient_rates(at["tp"] + at["fn"], at["tn"] + at["fp"]) if at
+             else dict.fromkeys(("sensitivity", "specificity", "f1"), "no labels"))
 
 
 def rate(name: str) -> str:
     # Undefined rates say so (the reason under the tiles), never 0.000 or nan.
+    if at is None:
+        return NO_LABELS
     return "not defined" if name in undefined else f"{at[name]:.3f}"
 
 
 tiles = st.columns(6)
-tiles[0].metric("True IDC", f"{100 * label.mean():.1f} %")
-tiles[1].metric("Predicted IDC", f"{100 * (at['tp'] + at['fp']) / len(rows):.1f} %")
+tiles[0].metric("True IDC", f"{100 * (label[has_label] == 1).mean():.1f} %" if at else NO_LABELS)
+tiles[1].metric("Predicted IDC", f"{100 * (prob >= threshold).mean():.1f} %")
 tiles[2].metric("Sensitivity", rate("sensitivity"),
                 help=undefined.get("sensitivity", "Share of the IDC patches called IDC"))
 tiles[3].metric("Specificity", rate("specificity"),
                 help=undefined.get("specificity", "Share of the non-IDC patches called non-IDC"))
 tiles[4].metric("F1", rate("f1"), help=undefined.get("f1", "Harmonic mean of precision and sensitivity"))
-tiles[5].metric("Errors (FP / FN)", f"{at['fp']:,} / {at['fn']:,}")
-for line in selection.undefined_rates_text(undefined):
-    st.caption(f":material/info: {line}")
+tiles[5].metric("Errors (FP / FN)", f"{at['fp']:,} / {at['fn']:,}" if at else NO_LABELS)
+if at is None:
+    st.caption(":material/label_off: This patient is unlabelled (its slide was ingested without annotations): "
+               "the ground truth and error overlays stay transparent and its metrics are not defined; the "
+               "prediction and probability overlays show the model's calls.")
+else:
+    if n_labelled < len(rows):
+        st.caption(f":material/label_off: {len(rows) - n_labelled:,} of {len(rows):,} patches of this patient are "
+                   "unlabelled: its metrics are measured on the labelled ones, and the ground truth and error "
+                   "overlays stay transparent on the others.")
+    for line in selection.undefined_rates_text(undefined):
+        st.caption(f":material/info: {line}")
+# A run without any label opens on the overlays that need none.
+default_overlays = ([overlays.ERRORS] if store.labelled(run.table["label"].to_numpy()).any()
+                    else ["Probability"])
 
 
 def _patch_clicked() -> None:
@@ -63,7 +83,7 @@ def slide_view() -> None:
     names = [*overlays.OVERLAY_NAMES, *([overlays.PATCH_ALONE] if run.has_context else []),
              *([REGION_OUTLINE] if slide.region_mask is not None else [])]
     chosen = st.pills("Overlays", names, selection_mode="multi", key="overlays",
-                      default=[overlays.ERRORS, *([REGION_OUTLINE] if slide.region_mask is not None else [])])
+                      default=[*default_overlays, *([REGION_OUTLINE] if slide.region_mask is not None else [])])
     layout_col, opacity_col, tn_col, hide_col = st.columns([3, 3, 2, 2], vertical_alignment="bottom")
     layout = layout_col.segmented_control("Layout", [SINGLE, LINKED], default=SINGLE, required=True, key="slide_layout",
                                           help="Ground truth and prediction side by side, zoom and pan linked")
