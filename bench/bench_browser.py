@@ -550,7 +550,7 @@ SUMMARY = [  # (target, timing, measure)
 
 def print_summary(results: dict) -> None:
     timings = results["timings"]
-    print(f"\nmedians in ms (n tries), from the user's action; 'last' = last DOM change seen (charts drawn late)")
+    print("\nmedians in ms (n tries), from the user's action; 'last' = last DOM change seen (charts drawn late)")
     print(f"  {'what':<78}{'measure':>9}{'median':>9}{'last':>8}{'n':>4}{'target':>9}")
     for target, name, key in SUMMARY:
         samples = timings.get(name) or []

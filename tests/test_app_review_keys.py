@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from app import identity, patch_panel, selection
+from app import patch_panel, selection
 from pipeline import evaluate, reviews, store
+from tests.apptest_helpers import sign_in, start
 
-MAIN = str(Path(__file__).resolve().parent.parent / "app" / "main.py")
 
 
 @pytest.fixture
@@ -23,19 +23,6 @@ def run_dir(tmp_path, tiny_run) -> Path:
     out = tmp_path / "runs" / "keys"
     shutil.copytree(tiny_run, out, ignore=shutil.ignore_patterns(f"{store.REVIEWS}*"))
     return out
-
-
-def start(monkeypatch, run_dir: Path, page: str, **query) -> AppTest:
-    monkeypatch.setenv("IDC_RUNS", str(run_dir.parent))
-    monkeypatch.delenv(identity.REVIEWERS_ENV, raising=False)
-    at = AppTest.from_file(MAIN, default_timeout=180)
-    at.query_params.update({"run": run_dir.name, **{k: str(v) for k, v in query.items()}})
-    return at.run().switch_page(page).run()
-
-
-def sign_in(at: AppTest, name: str) -> AppTest:
-    at.text_input(key="sign_in_name").input(name)
-    return at.button(key="sign_in").click().run()
 
 
 def shortcuts(at: AppTest) -> Counter:

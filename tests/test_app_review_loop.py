@@ -9,8 +9,8 @@ from streamlit.testing.v1 import AppTest
 
 from app import identity, selection
 from pipeline import evaluate, reviews, store
+from tests.apptest_helpers import MAIN, sign_in, start
 
-MAIN = str(Path(__file__).resolve().parent.parent / "app" / "main.py")
 
 
 @pytest.fixture
@@ -22,19 +22,6 @@ def two_runs(tmp_path, tiny_run) -> tuple[Path, Path]:
         shutil.copytree(tiny_run, runs / name, ignore=shutil.ignore_patterns(f"{store.REVIEWS}*"))
         out.append(runs / name)
     return out[0], out[1]
-
-
-def start(monkeypatch, run_dir: Path, page: str, **query) -> AppTest:
-    monkeypatch.setenv("IDC_RUNS", str(run_dir.parent))
-    monkeypatch.delenv(identity.REVIEWERS_ENV, raising=False)
-    at = AppTest.from_file(MAIN, default_timeout=180)
-    at.query_params.update({"run": run_dir.name, **{k: str(v) for k, v in query.items()}})
-    return at.run().switch_page(page).run()
-
-
-def sign_in(at: AppTest, name: str) -> AppTest:
-    at.text_input(key="sign_in_name").input(name)
-    return at.button(key="sign_in").click().run()
 
 
 def review(at: AppTest, verdict: str, note: str) -> AppTest:

@@ -13,15 +13,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from streamlit.testing.v1 import AppTest
 
-from app import cam_overlay, identity, overlays, selection
+from app import cam_overlay, overlays, selection
 from pipeline import reviews, store
+from tests.apptest_helpers import start
 
 pytest.importorskip("tifffile")
 pytest.importorskip("openslide")
 
-MAIN = str(Path(__file__).resolve().parent.parent / "app" / "main.py")
 
 
 # --------------------------------------------------------------------------- pure helpers
@@ -75,14 +74,6 @@ def slide_runs(tmp_path_factory) -> tuple[Path, Path]:
     for out in (unlabelled, mixed):
         assert main(["score", "--run", str(trained), "--out", str(out)]) == 0
     return unlabelled, mixed
-
-
-def start(monkeypatch, run_dir: Path, page: str, **query) -> AppTest:
-    monkeypatch.setenv("IDC_RUNS", str(run_dir.parent))
-    monkeypatch.delenv(identity.REVIEWERS_ENV, raising=False)
-    at = AppTest.from_file(MAIN, default_timeout=180)
-    at.query_params.update({"run": run_dir.name, **{k: str(v) for k, v in query.items()}})
-    return at.run().switch_page(page).run()
 
 
 def texts(elements) -> str:

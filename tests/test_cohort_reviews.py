@@ -3,11 +3,8 @@ old per-run files migrated, several reviewers kept, the `reviews` and `export-ge
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import shutil
-import sqlite3
-import warnings
 from pathlib import Path
 
 import numpy as np

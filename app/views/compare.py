@@ -158,7 +158,7 @@ figure = charts.slide_figure(slide.image_uri, slide.shape, rows, np.asarray(hove
                              slide.region_contour, revision=f"compare/{run_a.name}/{run_b.name}/{patient_id}")
 st.plotly_chart(figure, key="compare_slide", on_select=_patch_clicked, selection_mode="points",
                 config={"scrollZoom": True, "displaylogo": False})
-st.caption(f"The slide of run A; P(IDC) in the hover is A's. Orange: only A is right; blue: only B is right. "
+st.caption("The slide of run A; P(IDC) in the hover is A's. Orange: only A is right; blue: only B is right. "
            "Click a patch to open it in the Patch inspector (run A).")
 
 # --------------------------------------------------------------------------- the gallery
