@@ -341,6 +341,25 @@ def slide_url(jpeg: bytes) -> str:
     return url
 
 
+# --------------------------------------------------------------------------- whole-slide images
+def full_resolution_patch(run: store.Run, patient_id: str, x: int, y: int) -> np.ndarray | str:
+    """The patch's area read live from its whole-slide image at level 0 (ingest-slides runs), or why it cannot be.
+
+    The slide's path comes from run.json, written by the pipeline: the browser never names a file.
+    """
+    return _full_resolution_patch(run, run_key(run), str(patient_id), int(x), int(y))
+
+
+@st.cache_data(max_entries=64, show_spinner="Reading the slide at full resolution...")
+def _full_resolution_patch(_run: store.Run, key: str, patient_id: str, x: int, y: int) -> np.ndarray | str:
+    from pipeline import wsi  # OpenSlide loads only for runs made from slides
+
+    try:
+        return wsi.read_region_at_full_resolution(_run.meta, patient_id, x, y)
+    except (wsi.SlideError, OSError) as exc:
+        return f"{exc}. Put the slide back at the path recorded at ingest, or re-run ingest-slides."
+
+
 # --------------------------------------------------------------------------- model explanations
 @st.cache_resource(max_entries=2, show_spinner="Loading the model for Grad-CAM (first time only)...")
 def _explainer(_run: store.Run, key: str):

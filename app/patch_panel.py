@@ -108,6 +108,7 @@ def _images(run: store.Run, row: int, patch: np.ndarray, size: tuple[int, int], 
     # Image captions stay short: a caption wider than its image stretches the image, blurring the pixels.
     context_col.image(context, caption=f"8 neighbours · bar {context_bar}", width="content")
     context_col.caption("White: no tissue patch there.")
+    _full_resolution(run, row)
     if run.cam_unavailable:  # said as a fact of the run, not as a failure
         cam_col.info(f"{method} unavailable: {run.cam_unavailable}.", icon=":material/info:")
         return
@@ -120,6 +121,28 @@ def _images(run: store.Run, row: int, patch: np.ndarray, size: tuple[int, int], 
     cam_col.image(_framed(_with_region(slides.upscale_nearest(blended, ZOOM), region)),
                   caption=f"{method}: {CAM_TARGETS[target].replace('Evidence', 'evidence')}", width="content")
     cam_col.caption(f"Shows the {target_text(target, outcome, predicted_idc)}, in this patch alone; red = most.")
+
+
+FULL_RESOLUTION_WIDTH = 400  # screen pixels of the full-resolution view (a 0.25 um/px patch is 800 px)
+
+
+def _full_resolution(run: store.Run, row: int) -> None:
+    """A slide run's patch at the scanner's full resolution, read live from the WSI: the cells a pathologist
+    judges IDC by, which the 4 um/px patch the model sees cannot show."""
+    slides_meta = run.meta.get("slides") or {}
+    patch_row = run.table.iloc[row]
+    pid = str(patch_row["patient_id"])
+    if pid not in slides_meta:
+        return
+    with st.expander("At the slide's full resolution", expanded=True):
+        found = loaders.full_resolution_patch(run, pid, int(patch_row["x"]), int(patch_row["y"]))
+        if isinstance(found, str):
+            st.warning(f"The full-resolution view is unavailable: {found}", icon=":material/warning:")
+            return
+        slide_mpp = float(slides_meta[pid].get("slide_mpp") or run.mpp)
+        shown, bar = slides.draw_scale_bar(found, slide_mpp)
+        st.image(shown, width=min(FULL_RESOLUTION_WIDTH, shown.shape[1]),
+                 caption=f"Level 0 of {slides_meta[pid].get('file', 'the slide')}, {slide_mpp:g} µm/px · bar {bar}")
 
 
 def save_review(run: store.Run, row: int, verdict: str, note: str, threshold: float) -> tuple[str, str]:

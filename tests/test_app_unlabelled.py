@@ -112,6 +112,10 @@ def test_every_page_on_an_unlabelled_run(monkeypatch, slide_runs):
     own = cam_overlay.own_call_target("unlabelled", bool(run.table.at[row, "prob"] >= 0.5))
     assert at.button_group(key=f"cam_target_{own}").value == own
     assert not at.error  # Grad-CAM of the tiny model draws
+    # the patch read live from the slide at level 0 (1 um/px here: 200 x 200 px for a 4 um/px patch)
+    full = [e for e in at.expander if e.label == "At the slide's full resolution"]
+    assert len(full) == 1
+    assert [type(c).__name__ for c in full[0].children.values()] == ["Image"]  # the image, not the warning
     at.text_input(key="sign_in_name").input("Dr Unlabelled")
     at.button(key="sign_in").click().run()
     at.button(key="patch_keys_agree").click().run()  # a review of an unlabelled patch is saved like any other
