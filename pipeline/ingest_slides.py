@@ -40,7 +40,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from pipeline import runfolder, store, tissue, wsi
-from pipeline.errors import UsageError
+from pipeline.errors import UsageError, positive_number
 from pipeline.names import DATASET_MPP, PATCH_SIZE, SLIDE_ID_MAX
 
 FORMAT = 1  # of the per-slide partial results; a change re-tiles every slide
@@ -453,21 +453,11 @@ def _fraction(text: str) -> float:
     return value
 
 
-def _mpp(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be microns per pixel above 0, got {text!r}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--slides", nargs="+", required=True, type=Path,
                         help="slide files, or folders of them (one slide = one patient; the id is the file name)")
     parser.add_argument("--out", type=Path, required=True, help="run folder to write")
-    parser.add_argument("--mpp", type=_mpp, default=None,
+    parser.add_argument("--mpp", type=positive_number, default=None,
                         help="microns per pixel at full resolution, for slides that record no scale (a slide's own "
                              "scale is always used when it has one)")
     parser.add_argument("--annotations", nargs="+", type=Path, default=None,
