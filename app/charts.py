@@ -15,6 +15,7 @@ from plotly.subplots import make_subplots
 
 from app import overlays as ov
 from app.slides import PATCH
+from pipeline import store
 
 CELL_CENTRE = (PATCH - 1) / 2  # centre of the first cell in pixel coordinates (pixel i spans i +- 0.5)
 HIGHLIGHT_COLOUR = ov.OKABE_ITO["blue"]
@@ -56,14 +57,17 @@ def _legend_entries(overlay_list: list[ov.Overlay], outline: bool) -> list[go.Sc
 def _patch_markers(rows: pd.DataFrame, outcome: np.ndarray) -> go.Scatter:
     """One invisible, clickable marker per patch; hover shows what a pathologist asks first."""
     custom = np.column_stack([rows.index.to_numpy(), rows["x"], rows["y"], rows["label"], rows["prob"]])
+    label = rows["label"].to_numpy()
+    label_text = np.where(store.labelled(label), label.astype(str), "none (unlabelled)")
     return go.Scatter(
         x=rows["x"].to_numpy() - 1 + CELL_CENTRE, y=rows["y"].to_numpy() - 1 + CELL_CENTRE,
-        mode="markers", customdata=custom, text=outcome, showlegend=False, name="patches",
+        mode="markers", customdata=custom, text=np.char.add(np.char.add(label_text, "<br>"), np.asarray(outcome, str)),
+        showlegend=False, name="patches",
         marker=dict(symbol="square", size=10, color="rgba(0,0,0,0)"),
         selected=dict(marker=dict(opacity=1)), unselected=dict(marker=dict(opacity=1)),
         hoverlabel=dict(bgcolor="white", font=dict(color="black")),
-        hovertemplate=("patch x %{customdata[1]}, y %{customdata[2]}<br>label %{customdata[3]}"
-                       "<br>P(IDC) %{customdata[4]:.3f}<br>%{text}<extra>click to inspect</extra>"),
+        hovertemplate=("patch x %{customdata[1]}, y %{customdata[2]}<br>label %{text}"
+                       "<br>P(IDC) %{customdata[4]:.3f}<extra>click to inspect</extra>"),
     )
 
 

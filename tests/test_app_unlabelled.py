@@ -150,3 +150,14 @@ def test_a_partly_labelled_run_measures_the_labelled_patches(monkeypatch, slide_
     labelled = str(run.table.loc[has_label, "patient_id"].iat[0])
     at = start(monkeypatch, run_dir, "views/patient.py", patient=labelled)
     assert not at.exception and {m.label: m.value for m in at.metric}["Errors (FP / FN)"] != "not defined (no labels)"
+
+
+def test_slide_hover_says_unlabelled_not_minus_one():
+    import pandas as pd
+
+    from app import charts
+
+    rows = pd.DataFrame({"x": [1, 51], "y": [1, 1], "label": [store.UNLABELLED, 1], "prob": [0.2, 0.9]})
+    hover = list(charts._patch_markers(rows, np.array(["unlabelled", "TP"])).text)
+    assert hover[0].startswith("none (unlabelled)") and "-1" not in hover[0]
+    assert hover[1].startswith("1<br>TP")
