@@ -7,7 +7,6 @@ re-run pipeline is picked up without restarting the app.
 """
 from __future__ import annotations
 
-import base64
 import os
 import sqlite3
 from dataclasses import dataclass
@@ -308,17 +307,8 @@ def _slide(_run: store.Run, key: str, patient_id: str) -> SlideView:
     mask = store.read_region_mask(_run.path, patient_id) if _run.synthetic else None
     if mask is not None:
         mask.flags.writeable = False
-    return SlideView(rows=rows, rgb=rgb, grid_shape=slides.grid_shape(*args), jpeg=_jpeg(rgb),
+    return SlideView(rows=rows, rgb=rgb, grid_shape=slides.grid_shape(*args), jpeg=slides.jpeg_bytes(rgb),
                      region_mask=mask, region_contour=None if mask is None else slides.region_contour(mask))
-
-
-def _jpeg(rgb: np.ndarray) -> bytes:
-    """slides.jpeg_data_uri's JPEG (same quality), as bytes."""
-    return base64.b64decode(slides.jpeg_data_uri(rgb).split(",", 1)[1])
-
-
-def _data_uri(jpeg: bytes) -> str:
-    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
 
 
 SLIDE_MEDIA = "idc-slide-image"  # the one slide image a session holds in Streamlit's media files
@@ -331,13 +321,13 @@ def slide_url(jpeg: bytes) -> str:
     from streamlit.runtime.scriptrunner import get_script_run_ctx
 
     if not runtime.exists() or get_script_run_ctx() is None:
-        return _data_uri(jpeg)
+        return slides.jpeg_data_uri_of(jpeg)
     manager = runtime.get_instance().media_file_mgr
     try:
         url = manager.add(jpeg, "image/jpeg", SLIDE_MEDIA)
         manager.remove_orphaned_files()  # the slide this session showed before, if no one else shows it
     except Exception:  # noqa: BLE001 -- Streamlit's internals moved: the data URI always works
-        return _data_uri(jpeg)
+        return slides.jpeg_data_uri_of(jpeg)
     return url
 
 

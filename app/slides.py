@@ -175,11 +175,20 @@ def side_by_side(images: list[np.ndarray], gap: int = 20) -> np.ndarray:
     return np.concatenate(parts, axis=1)
 
 
-def jpeg_data_uri(rgb: np.ndarray, quality: int = 85) -> str:
-    """The image as a base64 JPEG data URI: a slide goes to the browser once, compressed."""
+def jpeg_bytes(rgb: np.ndarray, quality: int = 85) -> bytes:
+    """The image as JPEG: a slide goes to the browser once, compressed."""
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(rgb)).save(buf, format="JPEG", quality=quality)
-    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+    return buf.getvalue()
+
+
+def jpeg_data_uri_of(jpeg: bytes) -> str:
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg).decode("ascii")
+
+
+def jpeg_data_uri(rgb: np.ndarray, quality: int = 85) -> str:
+    """The image as a base64 JPEG data URI."""
+    return jpeg_data_uri_of(jpeg_bytes(rgb, quality))
 
 
 def png_bytes(rgb: np.ndarray) -> bytes:

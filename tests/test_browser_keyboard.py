@@ -10,7 +10,8 @@ import pytest
 
 from app import selection
 from pipeline import evaluate, reviews, store
-from tests.test_e2e_browser import CHROMIUM, served_app, shot  # noqa: F401  (served_app is a fixture)
+from tests.apptest_helpers import CHROMIUM, browser_page
+from tests.test_e2e_browser import served_app, shot  # noqa: F401  (served_app is a fixture)
 
 TIMEOUT_MS = 30_000
 
@@ -34,36 +35,28 @@ def test_three_patches_reviewed_by_keys_only(served_app, tiny_run, tmp_path):
     items = selection.errors(rows, threshold)
     n = len(items)
 
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        page = browser.new_page(viewport={"width": 1500, "height": 1200})
-        page.set_default_timeout(TIMEOUT_MS)
-        expect.set_options(timeout=TIMEOUT_MS)
-        try:
-            page.goto(f"{served_app}/errors?run=run-a&split=all&threshold={threshold}")
+    with playwright.sync_playwright() as p, browser_page(p, 1200, TIMEOUT_MS) as page:
+        page.goto(f"{served_app}/errors?run=run-a&split=all&threshold={threshold}")
 
-            def current_is(k: int) -> None:
-                expect(page.get_by_text(re.compile(rf"Current patch \({k} of {n:,}\)"))).to_be_visible()
+        def current_is(k: int) -> None:
+            expect(page.get_by_text(re.compile(rf"Current patch \({k} of {n:,}\)"))).to_be_visible()
 
-            current_is(1)
-            name = page.get_by_label("Your name (once per session)", exact=True)
-            name.fill("Keyboard")
-            name.press("Enter")
-            page.get_by_role("button", name="Sign in").click()
-            expect(page.get_by_text("Signed in as Keyboard")).to_be_visible()
-            page.get_by_role("heading", name="Errors & review queue").click()  # focus off the text box
+        current_is(1)
+        name = page.get_by_label("Your name (once per session)", exact=True)
+        name.fill("Keyboard")
+        name.press("Enter")
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.get_by_text("Signed in as Keyboard")).to_be_visible()
+        page.get_by_role("heading", name="Errors & review queue").click()  # focus off the text box
 
-            page.keyboard.press("j")  # skip the first patch
-            current_is(2)
-            for k, (key, text) in enumerate((("a", "Agree with label"), ("w", "Label is wrong"),
-                                             ("u", "Unsure")), start=3):
-                page.keyboard.press(key)
-                expect(page.get_by_text(f"Review saved: {text}")).to_be_visible()
-                current_is(k)  # a verdict by key moves on to the next patch
-            shot(page, "keyboard_three_reviews")
-        finally:
-            browser.close()
+        page.keyboard.press("j")  # skip the first patch
+        current_is(2)
+        for k, (key, text) in enumerate((("a", "Agree with label"), ("w", "Label is wrong"),
+                                         ("u", "Unsure")), start=3):
+            page.keyboard.press(key)
+            expect(page.get_by_text(f"Review saved: {text}")).to_be_visible()
+            current_is(k)  # a verdict by key moves on to the next patch
+        shot(page, "keyboard_three_reviews")
 
     found = reviews.open_for_run(tmp_path / "runs" / "run-a").all().sort_values("id")
     assert found["verdict"].tolist() == ["agree", "label_wrong", "unsure"]

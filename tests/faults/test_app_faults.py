@@ -17,7 +17,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +27,7 @@ from streamlit.testing.v1 import AppTest
 from app import slides
 from pipeline.reviews import ReviewStore
 from pipeline import store
+from tests.apptest_helpers import free_port, wait_until_healthy
 from tests.faults.conftest import tree_checksums
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -328,12 +328,6 @@ def test_every_csv_download_in_the_app_goes_through_csv_bytes():
 
 
 # --------------------------------------------------------------------------- 16: bound to this machine
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def listening_addresses(port: int) -> set[str]:
     """Local addresses of the sockets listening on ``port`` (from /proc/net/tcp and tcp6)."""
     found = set()
@@ -363,17 +357,7 @@ def test_the_launcher_binds_to_localhost_from_any_folder(tmp_path):
                                "--server.headless", "true"], cwd=tmp_path, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert server.poll() is None, server.stdout.read().decode()[-2000:]
-            assert time.monotonic() < deadline, "the launcher's server did not start within 90 s"
-            time.sleep(0.5)
+        wait_until_healthy(f"http://127.0.0.1:{port}", server, timeout_s=90)
         assert listening_addresses(port) == {"127.0.0.1"}
     finally:
         server.terminate()
