@@ -5,7 +5,7 @@ One slide is one patient. Each slide is tiled on the dataset's grid at the datas
 kept where the thumbnail's tissue mask covers at least ``--min-tissue`` of the patch
 (pipeline/tissue.py), and each kept patch labelled from the slide's QuPath GeoJSON annotations when
 there are any (1 when at least IDC_OVERLAP = 0.5 of the patch lies in the IDC regions, else 0) or
-left unlabelled (UNLABELLED = -1). The run folder then holds what ``pipeline/ingest.py`` writes
+left unlabelled (store.UNLABELLED = -1). The run folder then holds what ``pipeline/ingest.py`` writes
 (manifest.parquet, patches.npy, ingest_report.csv, run.json with ``mpp`` and the ingest stage), plus
 run.json ``slides`` (per patient: the slide file, its scale, the level read, sizes) and
 ``tissue_masks/<pid>.png``: everything after ingest works on it unchanged.
@@ -44,7 +44,7 @@ from pipeline.errors import UsageError, positive_number
 from pipeline.names import DATASET_MPP, PATCH_SIZE, SLIDE_ID_MAX
 
 FORMAT = 1  # of the per-slide partial results; a change re-tiles every slide
-UNLABELLED = store.UNLABELLED  # the manifest's label of a patch of a slide without annotations
+
 THUMB_PER_PATCH = 10  # tissue thumbnail pixels per patch side: 20 um/px at the dataset's scale
 MIN_SPECK_UM2 = 0.5 * (PATCH_SIZE * DATASET_MPP) ** 2  # tissue pieces below half a patch's area are dust
 MIN_HOLE_UM2 = 0.5 * (PATCH_SIZE * DATASET_MPP) ** 2  # holes below half a patch's area are filled
@@ -54,7 +54,6 @@ PARTS = ".slides"  # per-slide results, in the run folder
 SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif")
 ANNOTATION_SUFFIXES = (".geojson", ".json")
 IDC_CLASS = "IDC"
-MAX_ID = SLIDE_ID_MAX
 
 
 # --------------------------------------------------------------------------- names
@@ -67,7 +66,7 @@ def slide_stem(name: str) -> str:
 def patient_id_from_name(name: str) -> str:
     """The patient id of slide file ``name`` (see the module docstring); UsageError when nothing is left."""
     stem = unicodedata.normalize("NFKC", slide_stem(Path(name).name))
-    safe = "".join(c if (c.isascii() and (c.isalnum() or c in "-_")) else "_" for c in stem)[:MAX_ID]
+    safe = "".join(c if (c.isascii() and (c.isalnum() or c in "-_")) else "_" for c in stem)[:SLIDE_ID_MAX]
     if not safe.strip("_-"):
         raise UsageError(f"{name}: no usable patient id in the file name (it keeps only ASCII letters, digits, - and "
                          "_); rename the file")
@@ -185,7 +184,7 @@ def tile_slide(slide, g: wsi.SlideGeometry, min_tissue: float, regions: list | N
     fraction = tissue.block_fraction(mask, g.rows, g.cols, k)
     rows, cols = np.nonzero(fraction >= min_tissue)  # row-major: reading order
     if regions is None:
-        labels = np.full(len(rows), UNLABELLED, np.int8)
+        labels = np.full(len(rows), store.UNLABELLED, np.int8)
         idc = None
     else:
         # The regions at the resampled frame's own resolution: one mask pixel per patch pixel.
@@ -432,7 +431,7 @@ def summarise(record: dict, run_dir: Path | str, max_lines: int = 10) -> str:
              + f"; {record.get('slides_tiled', 0)} tiled in {record.get('tile_seconds', 0):.1f} s, "
                f"{record.get('slides_resumed', 0)} resumed"]
     if record.get("n_unlabelled"):
-        lines.append(f"  {record['n_unlabelled']:,} patches unlabelled (label {UNLABELLED}: slides without "
+        lines.append(f"  {record['n_unlabelled']:,} patches unlabelled (label {store.UNLABELLED}: slides without "
                      "annotations)")
     else:
         lines.append(f"  {record['n_positive'] / max(record['n_patches'], 1):.1%} IDC-positive (from annotations)")

@@ -228,7 +228,7 @@ def test_rerun_skips_finished_slides_and_mpp_rescues_the_unscaled_one(run, slide
     assert (with_mpp["slides_tiled"], with_mpp["slides_resumed"]) == (1, 1)
     manifest = store.read_manifest(out)
     assert set(manifest["patient_id"]) == {"case_01", "noscale"}
-    assert (manifest.loc[manifest["patient_id"] == "noscale", "label"] == ingest_slides.UNLABELLED).all()
+    assert (manifest.loc[manifest["patient_id"] == "noscale", "label"] == store.UNLABELLED).all()
     assert store.read_meta(out)["slides"]["noscale"]["mpp_source"] == "--mpp"
 
 
@@ -272,7 +272,7 @@ def test_command_line(slides, tmp_path, capsys):
                  "0.9"]) == 0
     assert "patches of 1 slides" in capsys.readouterr().out
     manifest = store.read_manifest(out)
-    assert (manifest["label"] == ingest_slides.UNLABELLED).all()  # no --annotations: unlabelled
+    assert (manifest["label"] == store.UNLABELLED).all()  # no --annotations: unlabelled
     assert main(["ingest-slides", "--slides", str(slides / "truncated.tif"), "--out", str(tmp_path / "bad")]) == 2
 
 
