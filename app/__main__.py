@@ -7,8 +7,11 @@ binds the server to ``$IDC_ADDRESS``, 127.0.0.1 (this machine only) unless set, 
 started from. To open the app to a network on purpose: ``IDC_ADDRESS=0.0.0.0 python -m app``.
 
 Runs folder: ``./runs`` of the folder it is started in, or ``$IDC_RUNS``. Options after ``python -m
-app`` go to ``streamlit run`` and win over the config file (e.g. ``--server.port 8600``). Only the
-standard library is imported here, so ``python /path/to/project/app`` works from any folder too.
+app`` go to ``streamlit run`` and win over the config file (e.g. ``--server.port 8600``).
+
+The server runs in this process, with a thread beside it that fills the shared caches for the run a
+first visitor opens (app/warmup.py), so the first page after a start does not wait for them.
+``IDC_WARMUP=0`` turns that off. Only the standard library is imported before the server starts.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ MAIN = ROOT / "app" / "main.py"
 CONFIG = ROOT / ".streamlit" / "config.toml"
 ADDRESS_ENV = "IDC_ADDRESS"
 DEFAULT_ADDRESS = "127.0.0.1"
+WARMUP_ENV = "IDC_WARMUP"
 
 
 def config_flags(config: Path = CONFIG) -> list[str]:
@@ -46,9 +50,22 @@ def command(argv: list[str], env: dict[str, str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = command(sys.argv[1:] if argv is None else argv, dict(os.environ))
-    # Replace this process, so Ctrl-C and signals reach the server directly.
-    os.execv(args[0], args)
+    env = dict(os.environ)
+    args = command(sys.argv[1:] if argv is None else argv, env)
+    if env.get(WARMUP_ENV, "1").strip() == "0":
+        # Replace this process, so Ctrl-C and signals reach the server directly.
+        os.execv(args[0], args)
+    # In this process (the server's signal handlers are installed in this, the main, thread), with the
+    # warm-up beside it: Streamlit's caches live in the server's process, so they must be filled here.
+    import threading
+
+    from streamlit.web import cli
+
+    from app import warmup
+
+    threading.Thread(target=warmup.warm_when_ready, name="idc-warmup", daemon=True).start()
+    sys.argv = ["streamlit", *args[3:]]
+    cli.main(prog_name="streamlit")
 
 
 if __name__ == "__main__":
