@@ -19,10 +19,11 @@ import streamlit as st
 from app import charts, cohort, selection, slides
 from pipeline.reviews import NewerSchemaError, ReviewStore, RunReviews, problem_text
 from pipeline import agreement, compare_runs, evaluate, metrics, reviews, store, uncertainty
+from pipeline.names import RUNS_DIR
 
 RUNS_ENV = "IDC_RUNS"
 SPLIT_ORDER = tuple(reversed(store.SPLITS))  # the pipeline's splits, test first: what a reviewer opens first
-DEFAULT_RUNS_DIR = Path("runs")
+DEFAULT_RUNS_DIR = Path(RUNS_DIR)
 
 
 def runs_dir() -> Path:

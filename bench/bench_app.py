@@ -49,7 +49,7 @@ def build_table(rng: np.random.Generator) -> pd.DataFrame:
         prob = np.clip(0.35 * label + 0.65 * rng.random(n), 0, 1).astype(np.float32)
         parts.append(pd.DataFrame({
             "patient_id": str(10000 + i), "x": 1 + 50 * gx, "y": 1 + 50 * gy, "width": width, "height": height,
-            "label": label, "split": rng.choice(["train", "val", "test"], p=[0.7, 0.15, 0.15]),
+            "label": label, "split": rng.choice(store.SPLITS, p=[0.7, 0.15, 0.15]),
             "prob": prob, "prob_uncalibrated": prob}))
     return pd.concat(parts, ignore_index=True)
 
@@ -188,7 +188,7 @@ def bench_one_offs(table: pd.DataFrame, as_held: pd.DataFrame) -> list[dict]:
     row("ROC/PR-AUC intervals (one-off)", "all patches, when evaluation.json lacks them; cached",
         once_ms(lambda: uncertainty.PatientBootstrap(pid, y, p).curve_metrics()))
     with_context = table.assign(prob_patch=np.clip(table["prob"] + 0.1, 0, 1))  # a run with neighbourhood context
-    splits = ("test", "val", "train", "all")
+    splits = (*reversed(store.SPLITS), "all")  # test first, as the app lists them
     row("evaluate: the 4 splits' reports", "with intervals and the patch-alone ROC-AUC interval (one-off)",
         once_ms(lambda: [evaluate.evaluate_split(evaluate.split_rows(with_context, s), thresholds, s, True)
                          for s in splits]))

@@ -94,9 +94,10 @@ def full_scale_run(cache: Path, rebuild: bool = False) -> Path:
 def small_runs(cache: Path) -> Path:
     """A runs folder with a small run: ./runs when it has one, else one built once under cache/small."""
     from pipeline import store
+    from pipeline.names import RUNS_DIR
 
-    if store.list_runs(ROOT / "runs"):
-        return ROOT / "runs"
+    if store.list_runs(ROOT / RUNS_DIR):
+        return ROOT / RUNS_DIR
     runs = cache / "small" / "runs"
     if not store.list_runs(runs):
         from model.config import TrainConfig
@@ -569,6 +570,8 @@ def print_summary(results: dict) -> None:
 
 
 def main(argv=None) -> int:
+    from pipeline import store
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", choices=("full", "small"), default="full",
                         help="full: the full-dataset-size run (built once under --cache); small: ./runs or a small run")
@@ -577,7 +580,7 @@ def main(argv=None) -> int:
     parser.add_argument("--rebuild", action="store_true", help="rebuild the full-scale run")
     parser.add_argument("--build-only", action="store_true", help="build (or find) the run, measure nothing")
     parser.add_argument("--tries", type=int, default=7, help="timed repeats of each action (median shown)")
-    parser.add_argument("--split", default="test", choices=("test", "val", "train", "all"))
+    parser.add_argument("--split", default="test", choices=(*store.SPLITS, "all"))
     parser.add_argument("--json", type=Path, help="also write every sample to this JSON file")
     args = parser.parse_args(argv)
     if not CHROMIUM.exists():

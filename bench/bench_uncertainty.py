@@ -21,7 +21,8 @@ import time
 import numpy as np
 
 from bench.common import N_PATCHES, N_PATIENTS, median_ms, patient_sizes
-from pipeline import metrics, uncertainty
+from model.link import sigmoid
+from pipeline import metrics, store, uncertainty
 
 TARGETS_MS = {"intervals at a new threshold": 30, "paired intervals at new thresholds": 30}
 
@@ -30,13 +31,13 @@ def build_cohort(rng: np.random.Generator):
     sizes = patient_sizes(rng)
     patient = np.repeat(np.array([str(10000 + i) for i in range(N_PATIENTS)]), sizes)
     code = np.repeat(np.arange(N_PATIENTS), sizes)
-    share = 1 / (1 + np.exp(-(-1.0 + 1.2 * rng.normal(size=N_PATIENTS))))
+    share = sigmoid(-1.0 + 1.2 * rng.normal(size=N_PATIENTS))
     label = (rng.random(N_PATCHES) < share[code]).astype(np.int8)
     z = -1.5 + 3.0 * label + 0.8 * rng.normal(size=N_PATIENTS)[code] + rng.normal(size=N_PATCHES)
-    prob_a = (1 / (1 + np.exp(-z))).astype(np.float32)
+    prob_a = sigmoid(z).astype(np.float32)
     z_b = z + 0.3 * (label - 0.5) + 0.5 * rng.normal(size=N_PATCHES)
-    prob_b = (1 / (1 + np.exp(-z_b))).astype(np.float32)
-    split = np.repeat(rng.choice(["train", "val", "test"], p=[0.7, 0.15, 0.15], size=N_PATIENTS), sizes)
+    prob_b = sigmoid(z_b).astype(np.float32)
+    split = np.repeat(rng.choice(store.SPLITS, p=[0.7, 0.15, 0.15], size=N_PATIENTS), sizes)
     return patient, label, prob_a, prob_b, split
 
 

@@ -51,23 +51,25 @@ import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from pipeline import context, metrics, score, split  # noqa: E402
+from pipeline import context, metrics, score, split, store  # noqa: E402
 
+# The pipeline's schedule (model.config): the default width, epoch cap and early-stopping patience.
+DEFAULT = dict(width=DEFAULT_WIDTH, epochs=TrainConfig.epochs, patience=TrainConfig.patience)
 CONFIGS = {
-    "base": dict(model="sep", width=DEFAULT_WIDTH, epochs=TrainConfig.epochs, patience=TrainConfig.patience),
-    "sep_long": dict(model="sep", width=32, epochs=90, patience=25),
+    "base": dict(model="sep", **DEFAULT),
+    "sep_long": dict(model="sep", width=DEFAULT_WIDTH, epochs=90, patience=25),
     "sep_w64_long": dict(model="sep", width=64, epochs=90, patience=25),
     "sep_w96_deep": dict(model="sep", width=96, deep=True, epochs=90, patience=25),
     "resnet18": dict(model="resnet18", epochs=60, patience=15, lr=1e-3),
     "resnet18_mix": dict(model="resnet18", epochs=90, patience=25, lr=1e-3, mixup=0.2),
     "sep_mix_long": dict(model="sep", width=64, epochs=90, patience=25, mixup=0.2),
-    "sep_soft": dict(model="sep", width=32, epochs=30, patience=8, soft=0.3),
-    "sep_stain10": dict(model="sep", width=32, epochs=30, patience=8, stain=0.10),
+    "sep_soft": dict(model="sep", **DEFAULT, soft=0.3),
+    "sep_stain10": dict(model="sep", **DEFAULT, stain=0.10),
     "sep_w64_45": dict(model="sep", width=64, epochs=45, patience=15),
     "sep_w48_60": dict(model="sep", width=48, epochs=60, patience=15),
     "sep_w64_deep_45": dict(model="sep", width=64, deep=True, epochs=45, patience=15),
-    "sep_w64_30": dict(model="sep", width=64, epochs=30, patience=8),
-    "sep_nocw": dict(model="sep", width=32, epochs=30, patience=8, class_weights=False),
+    "sep_w64_30": dict(model="sep", **{**DEFAULT, "width": 64}),
+    "sep_nocw": dict(model="sep", **DEFAULT, class_weights=False),
 }
 # The pipeline's training defaults (model.config.TrainConfig); each config above changes some of them.
 cfg = dict(lr=TrainConfig.learning_rate, batch=TrainConfig.batch_size, stain=TrainConfig.stain_sigma, mixup=0.0,
@@ -176,7 +178,7 @@ for seed in a.seeds:
     g = torch.Generator(device=dev); g.manual_seed(seed)
     assign = split.split_patients(pids, Y, seed=seed)
     which = np.array([assign[q] for q in pids])
-    tr, va, te = (np.flatnonzero(which == s) for s in ("train", "val", "test"))
+    tr, va, te = (np.flatnonzero(which == s) for s in store.SPLITS)
     target = Y[tr].astype(np.float64)
     if cfg["soft"] > 0:
         target = (1 - cfg["soft"]) * target + cfg["soft"] * context.neighbour_context(pids[tr], xs[tr], ys[tr], target, 100.0)

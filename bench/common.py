@@ -17,12 +17,13 @@ from pathlib import Path
 import numpy as np
 
 from model.config import TrainConfig
+from pipeline.names import RUNS_DIR
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
 DEFAULT_DATA = SHARED_DATA / "idc_dev"  # every real patch we have (209 patients); idc_sample is its test subset
 SAMPLE_DATA = SHARED_DATA / "idc_sample"
-DEFAULT_OUT = ROOT / "runs"
+DEFAULT_OUT = ROOT / RUNS_DIR
 DEFAULT_SEEDS = (0, 1, 2)
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

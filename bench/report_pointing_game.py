@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import store
+from pipeline.names import RUNS_DIR
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 CAM_BATCH = 64  # patches per Explainer.cam call
@@ -41,8 +42,8 @@ def main(argv=None) -> int:
     from model.explain import METHODS, Explainer, pointing_game
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--run", type=Path, default=Path("runs/synthetic-demo"))
-    p.add_argument("--split", default="test", choices=["train", "val", "test", "all"])
+    p.add_argument("--run", type=Path, default=Path(RUNS_DIR) / "synthetic-demo")
+    p.add_argument("--split", default="test", choices=[*store.SPLITS, "all"])
     p.add_argument("--max", type=int, default=300)
     args = p.parse_args(argv)
     run = store.load_run(args.run)

@@ -35,6 +35,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from model.link import sigmoid
+
 
 @dataclass(frozen=True)
 class CamMethod:
@@ -177,7 +179,7 @@ class Explainer:
 
     def predict(self, patches_uint8: np.ndarray) -> np.ndarray:
         """P(IDC) per patch from the model (uncalibrated), float32 (n,)."""
-        return (1.0 / (1.0 + np.exp(-self.logits(patches_uint8).astype(np.float64)))).astype(np.float32)
+        return sigmoid(self.logits(patches_uint8).astype(np.float64)).astype(np.float32)
 
     def _targets(self, x: np.ndarray, target) -> np.ndarray:
         if target is None:

@@ -30,12 +30,13 @@ from pathlib import Path
 
 import numpy as np
 
+from model.link import EPS, sigmoid
+
 # --input-range: the user's model's expected input as (scale, offset) applied to 0..255 pixels
 INPUT_RANGES = {"0-255": (1.0, 0.0), "0-1": (1.0 / 255.0, 0.0), "-1-1": (1.0 / 127.5, -1.0)}
 OUTPUT_KINDS = ("probability", "logit")
 OUTPUT_NAME = "p_idc"  # the wrapped model's last layer: sigmoid of the IDC logit
 CAM_LAYER_TYPES = ("Conv2D", "SeparableConv2D", "DepthwiseConv2D")
-_EPS = 1e-7  # probabilities are clipped to [eps, 1 - eps] before their logit is taken
 
 
 class UserModelError(ValueError):
@@ -241,7 +242,7 @@ def _wrap(user, patch_size: int, input_range: str, output: str, idc: int, units:
             pick = layers.Dense(1, use_bias=False, trainable=False, name="idc_column")
             y = pick(y)
             pick.set_weights([np.array([[0.0], [1.0]] if idc == 1 else [[1.0], [0.0]], np.float32)])
-        p = keras.ops.clip(y, _EPS, 1.0 - _EPS)
+        p = keras.ops.clip(y, EPS, 1.0 - EPS)  # the bound of model.link.logit
         z = keras.ops.log(p) - keras.ops.log(1.0 - p)
     outputs = layers.Activation("sigmoid", name=OUTPUT_NAME)(z)
     wrapped = keras.Model(inputs, outputs, name=f"user_{user.name}")
@@ -320,5 +321,5 @@ def expected_probability(raw: np.ndarray, output: str, idc_index: int) -> np.nda
     if output == "probability":
         return raw[:, 0] if raw.shape[1] == 1 else raw[:, idc_index]
     if raw.shape[1] == 1:
-        return 1.0 / (1.0 + np.exp(-raw[:, 0]))
-    return 1.0 / (1.0 + np.exp(-(raw[:, idc_index] - raw[:, 1 - idc_index])))
+        return sigmoid(raw[:, 0])
+    return sigmoid(raw[:, idc_index] - raw[:, 1 - idc_index])

@@ -58,7 +58,6 @@ from pipeline.names import is_patient_id, is_slide_patient_id
 
 # Keys of pipeline.reviews.VERDICTS (tests check the two agree); pipeline code does not import app/.
 VERDICTS = ("agree", "label_wrong", "unsure")
-DECIDED = ("agree", "label_wrong")  # verdicts that take a side; "unsure" abstains
 PATCH_KEY = ["patient_id", "x", "y"]
 REQUIRED_REVIEW_COLUMNS = ("patient_id", "x", "y", "verdict", "reviewer", "created_at")
 # The review store's columns (pipeline.reviews.COLUMNS); RunReviews.export_frame adds row (in the run).

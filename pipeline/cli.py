@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from model.config import ConfigError
@@ -36,8 +37,19 @@ COMMANDS = {
 USER_ERRORS = (ArtifactError, BadPatchName, FileNotFoundError, UsageError, ConfigError)
 
 
+MODULE_PROG = "python -m pipeline"
+SCRIPT_PROG = "idc"  # the console script (pyproject.toml [project.scripts])
+
+
+def prog_name(argv0: str | None = None) -> str:
+    """The name usage lines give the command line: ``idc`` when run as the installed script, else
+    ``python -m pipeline`` (sys.argv[0] is then pipeline/__main__.py)."""
+    name = os.path.basename(sys.argv[0] if argv0 is None else argv0)
+    return SCRIPT_PROG if os.path.splitext(name)[0] == SCRIPT_PROG else MODULE_PROG
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog=prog_name(), description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     for name, (module, help_text) in COMMANDS.items():

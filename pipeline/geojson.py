@@ -75,6 +75,7 @@ import pandas as pd
 
 from pipeline import agreement, store
 from pipeline.metrics import check_threshold
+from pipeline.names import PATCH_SIZE
 
 FORMAT_VERSION = 1
 CLASS_IDC = "IDC"
@@ -82,11 +83,9 @@ CLASS_NON_IDC = "Non-IDC"
 # Okabe-Ito, as app/overlays.py: vermillion for IDC (its IDC_COLOUR), blue for the rest.
 CLASS_COLOURS = {CLASS_IDC: (213, 94, 0), CLASS_NON_IDC: (0, 114, 178)}
 OBJECT_TYPES = ("tile", "detection", "annotation")  # what a patch may be written as
-QUPATH_OBJECT_TYPES = ("annotation", "detection", "tile", "cell", "tmaCore", "root")
 OUTCOMES = ("TN", "FP", "FN", "TP")  # code 2 * label + predicted, as app/selection.py
 UNLABELLED_OUTCOME = "unlabelled"  # a patch without ground truth (a slide without annotations): no outcome
 PATCH_COLUMNS = ("patient_id", "x", "y", "width", "height", "label", "prob")
-MAX_PATCH_SIDE = 50
 FOREIGN_MEMBER = "idc_review"  # RFC 7946 section 6.1 foreign member on the collection; QuPath ignores it
 _NAMESPACE = uuid.UUID("6f1c1a52-4a0e-5b8e-9d7e-2c9a3f4b5d61")  # fixed: patch ids stay stable across exports
 VERDICT_PREFIX = "verdict: "
@@ -140,9 +139,9 @@ def _check_rows(rows: pd.DataFrame) -> pd.DataFrame:
     problems = []
     if ((out["x"] < 1) | (out["y"] < 1)).any():
         problems.append("x and y start at 1")
-    if ((out["width"] < 1) | (out["width"] > MAX_PATCH_SIDE) | (out["height"] < 1)
-            | (out["height"] > MAX_PATCH_SIDE)).any():
-        problems.append(f"width and height are 1..{MAX_PATCH_SIDE}")
+    if ((out["width"] < 1) | (out["width"] > PATCH_SIZE) | (out["height"] < 1)
+            | (out["height"] > PATCH_SIZE)).any():
+        problems.append(f"width and height are 1..{PATCH_SIZE}")
     if not out["label"].isin([0, 1, store.UNLABELLED]).all():
         problems.append(f"label is 0, 1 or {store.UNLABELLED} (unlabelled)")
     prob = out["prob"].to_numpy()

@@ -1,4 +1,5 @@
-"""The logistic function, its inverse and the one logistic-regression fit that the pipeline uses.
+"""The logistic function, its inverse (both from model.link) and the one logistic-regression fit that the
+pipeline uses.
 
 Both the temperature calibration (pipeline.score) and the neighbourhood context (pipeline.context)
 are logistic regressions on the model's logit, fitted on the validation patients by minimising the
@@ -9,18 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-EPS = 1e-6  # probabilities are clipped to [EPS, 1 - EPS] before the logit: a model's 0 or 1 stays finite
+from model.link import EPS, logit, sigmoid  # defined in model/ (which imports nothing of pipeline/); re-exported
 
-
-def logit(p) -> np.ndarray:
-    """log(p / (1 - p)) in float64, with p clipped to [EPS, 1 - EPS]."""
-    p = np.clip(np.asarray(p, np.float64), EPS, 1 - EPS)
-    return np.log(p) - np.log1p(-p)
-
-
-def sigmoid(z) -> np.ndarray:
-    """1 / (1 + e^-z), in the precision of ``z`` (callers store float32)."""
-    return 1.0 / (1.0 + np.exp(-z))
+__all__ = ["EPS", "fit_logistic", "log_loss", "logit", "sigmoid"]
 
 
 def log_loss(s, labels) -> float:

@@ -5,7 +5,8 @@ Anything else (a stray file, a renamed patch, a folder label that disagrees with
 rejected with a reason, so ingest can list it instead of guessing. The names of the other root
 entries a dataset folder can hold (the archive's second copy, a synthetic cohort's marker and
 region masks) are defined here too, for ingest, which reads such folders, and pipeline.synth,
-which writes them.
+which writes them. So is the default runs folder's name (``RUNS_DIR``), where the pipeline writes
+run folders and the app and the bench scripts look for them.
 
 Numbers are ASCII digits only: a regex digit class, ``str.isdigit()`` and ``int()`` also accept
 full-width and other Unicode digits (a full-width "x9601" reads as x=9601, and ``str.isdigit()``
@@ -24,6 +25,7 @@ PATCH_SIZE = 50  # the dataset's patch side in pixels; coordinates step by this
 ARCHIVE_SUBDIR = "IDC_regular_ps50_idx5"  # the archive as extracted holds every patient again in here
 SYNTHETIC_MARKER = "SYNTHETIC_COHORT.json"  # at a synthetic cohort's root, written last: its metadata
 MASK_DIR = "_region_masks"  # at a synthetic cohort's root: <pid>.png, the pixel-level IDC region
+RUNS_DIR = "runs"  # the project's runs folder (relative to the project root): where run folders go by default
 # Microns per pixel of the dataset's patches. Janowczyk & Madabhushi 2016 (J Pathol Inform 7:29, IDC use case;
 # Cruz-Roa et al. 2014): the slides were scanned at 40x (about 0.25 um/px) and downsampled 16:1 to an apparent
 # 2.5x before the 50 px patches were cut, so one pixel is about 4 um and a patch about 200 um across.

@@ -17,6 +17,7 @@ import numpy as np
 from model.config import TrainConfig
 from pipeline import agreement, evaluate, ingest, runfolder, score, split, store
 from pipeline.errors import UsageError, check_int, positive_int
+from pipeline.names import RUNS_DIR
 
 
 def _log(msg: str) -> None:
@@ -171,7 +172,7 @@ def run_command(args: argparse.Namespace) -> int:
     config = TrainConfig.from_cli(args)
     if args.width is not None and config.width is None:
         _log(f"train: --width applies to the separable CNN only; ignored for --arch {config.arch}")
-    out = args.out or Path("runs") / args.data.resolve().name
+    out = args.out or Path(RUNS_DIR) / args.data.resolve().name
     rule = agreement.ConsensusRule(args.consensus, args.min_reviewers)
     run_pipeline(args.data, out, config, tta=args.tta, use_context=args.context, workers=args.workers,
                  force=args.force, reviews=args.reviews, consensus=rule)
