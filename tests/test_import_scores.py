@@ -169,6 +169,164 @@ def test_every_bad_row_is_reported_with_file_row_and_reason(tiny_run, tiny_cohor
     assert "bad.csv row 1: patient_id '12a' is not a patient number" in stdout
 
 
+def test_split_conflicts_and_bad_values_are_reported_row_by_row(tiny_run, tiny_cohort, tmp_path, capsys):
+    """A patient given two splits, an empty or non-numeric prob, an x or y that is not a whole number."""
+    good = exported(tiny_run).astype(str)
+    run = store.load_run(tiny_run)
+    manifest = store.read_manifest(tiny_run)
+    splits = good.groupby("patient_id")["split"].first()
+    # The torn patient is one of two or more in its split, so every split keeps a patient.
+    torn = next(p for p, s in splits.items() if (splits == s).sum() >= 2)
+    own, other_split = splits[torn], next(s for s in store.SPLITS if s != splits[torn])
+    mine = good.index[good["patient_id"] == torn]
+    others = good.index[good["patient_id"] != torn]
+    assert len(mine) >= 3 and len(others) >= 9
+    bad = good.copy()
+    bad.loc[mine[0], "split"] = other_split  # one row names another split: the patient is torn
+    bad.loc[mine[1], "prob"] = ""  # a row of the torn patient that is bad for its own reason
+    # (index in the file, {column: value}, the reason as the report gives it); its row is index + 1
+    edits = [
+        (others[0], {"prob": ""}, "prob is empty"),
+        (others[1], {"prob": "abc"}, "prob 'abc' is not a finite number"),
+        (others[2], {"prob": "inf"}, "prob 'inf' is not a finite number"),
+        (others[3], {"prob": "-0.25"}, "prob -0.25 is outside [0, 1]"),
+        (others[4], {"y": "3.5"}, "y '3.5' is not a whole number (ASCII digits 0-9)"),
+        (others[5], {"y": "-50"}, "y '-50' is not a whole number (ASCII digits 0-9)"),
+        (others[6], {"x": "1e2"}, "x '1e2' is not a whole number (ASCII digits 0-9)"),
+        # A row with two faults gets both reasons, in the column order, in one line.
+        (others[7], {"x": "", "prob": "abc"}, "x is empty; prob 'abc' is not a finite number"),
+    ]
+    for i, values, _ in edits:
+        for col, value in values.items():
+            bad.loc[i, col] = value
+    # Written as a whole number another way, a coordinate is used: these rows score their patches.
+    fine = others[8]
+    bad.loc[fine, "x"] = f"{good.loc[fine, 'x']}.0"
+    bad.loc[fine, "y"] = f" {good.loc[fine, 'y']} "
+    scores = write(bad, tmp_path / "torn.csv")
+    out = tmp_path / "imported-torn"
+    code, stdout, err = run_cli(capsys, "import-scores", "--data", tiny_cohort, "--scores", scores, "--out", out)
+    assert code == 0, err
+
+    report = store.read_score_import_report(out)
+    with_row = report[report["row"] != ""]
+    assert set(with_row["file"]) == {"torn.csv"}
+    assert not with_row["row"].duplicated().any()  # one line per row, every reason in it
+    rows = dict(zip(with_row["row"], with_row["reason"]))
+    for i, _, reason in edits:
+        assert rows[str(i + 1)] == reason, i
+    assert rows[str(mine[1] + 1)] == "prob is empty"
+    names = ", ".join(sorted([own, other_split]))
+    torn_reason = (f"patient {torn} has rows in splits {names}; a patient belongs to one split (patches of one slide "
+                   "are alike): none of its rows is used")
+    for i in [mine[0], *mine[2:]]:
+        assert rows[str(i + 1)] == torn_reason, i
+    assert set(rows) == {str(i + 1) for i in [*(e[0] for e in edits), *mine]}
+    assert str(fine + 1) not in rows
+
+    # Every patch of the torn patient and of each bad row is a patch without a score, named by its file.
+    dropped = sorted([*mine, *(e[0] for e in edits)])
+    patches = report[report["row"] == ""].set_index("file")["reason"]
+    assert sorted(patches.index) == sorted(manifest.loc[dropped, "source"])
+    for i in dropped:
+        m = manifest.loc[i]
+        assert patches[m["source"]] == (f"patch without a score: torn.csv has no usable row for patient "
+                                        f"{m['patient_id']}, x {m['x']}, y {m['y']}")
+    assert len(report) == len(edits) + len(mine) + len(dropped)
+
+    # The run holds the others, with their scores (the re-written coordinates' row too) and split.
+    imported = store.load_run(out)
+    keep = np.setdiff1d(np.arange(len(manifest)), dropped)
+    assert len(imported.table) == len(imported.patches) == len(keep)
+    np.testing.assert_array_equal(imported.table["prob"], run.table["prob"].to_numpy()[keep])
+    np.testing.assert_array_equal(imported.patches[:], store.read_patches(tiny_run)[keep])
+    assert torn not in store.read_split(out)["patients"]
+    assert store.read_split(out)["patients"] == {p: s for p, s in splits.items() if p != torn}
+    assert (f"import-scores: {len(keep):,} of {len(bad):,} rows matched a patch; {len(bad) - len(keep):,} rows "
+            f"not used, {len(dropped)} of {len(manifest):,} patches without a score (left out of the run)") in stdout
+    i = others[0]
+    assert f"torn.csv row {i + 1}: prob is empty" in stdout
+
+
+def test_a_patch_key_twice_in_the_data_is_resolved_by_ingest_before_the_scores_are_matched(
+        tiny_run, tiny_cohort, tmp_path, capsys):
+    """Two patches with the same (patient, x, y) cannot reach the import from real inputs.
+
+    The archive's two copies of a patient are merged file by file, and two files whose names give
+    the same patient, x and y (x51 and x051) are one patch: ingest keeps the first and lists the
+    other in ingest_report.csv. The import's own check for manifest patches the key cannot tell
+    apart (pipeline.import_scores.match) therefore never fires on ingested data; nothing is dropped
+    silently on the way.
+    """
+    from pipeline.names import ARCHIVE_SUBDIR
+
+    cohort_copy = tmp_path / "cohort"
+    shutil.copytree(tiny_cohort, cohort_copy)
+    manifest = store.read_manifest(tiny_run)
+    first, second = manifest.iloc[0], manifest[manifest["patient_id"] != manifest.iloc[0]["patient_id"]].iloc[0]
+    # The archive as extracted: the first patient again under IDC_regular_ps50_idx5/.
+    shutil.copytree(cohort_copy / first["patient_id"], cohort_copy / ARCHIVE_SUBDIR / first["patient_id"])
+    # Another name for the second patient's patch: the same patient, x and y.
+    src = Path(second["source"])
+    twin = src.with_name(src.name.replace(f"_x{second['x']}_", f"_x0{second['x']}_"))
+    assert twin.name != src.name
+    shutil.copyfile(cohort_copy / src, cohort_copy / twin)
+
+    scores = write(exported(tiny_run), tmp_path / "scores.csv")
+    out = tmp_path / "imported-twice"
+    code, stdout, err = run_cli(capsys, "import-scores", "--data", cohort_copy, "--scores", scores, "--out", out)
+    assert code == 0, err
+    ingest_report = store.read_ingest_report(out)
+    same = ingest_report[ingest_report["reason"] == "another patch of this patient has the same coordinates; "
+                                                     "kept the first"]
+    assert len(same) == 1 and same["file"].iloc[0] in {src.as_posix(), twin.as_posix()}
+    assert not ingest_report["file"].str.startswith(ARCHIVE_SUBDIR).any()  # identical copies are read once
+    record = store.read_meta(out)["stages"]["ingest"]
+    assert record["duplicate_patient_copies"] == 1 and record["differing_copies"] == 0
+    assert record["duplicate_files_read_once"] == int((manifest["patient_id"] == first["patient_id"]).sum())
+    # Every score matches exactly one patch: nothing to report, the run is the trained run's patches.
+    assert store.read_score_import_report(out).empty
+    imported = store.load_run(out)
+    assert not imported.table.duplicated(["patient_id", "x", "y"]).any()
+    assert len(imported.table) == len(manifest)
+    np.testing.assert_array_equal(imported.table["prob"], store.load_run(tiny_run).table["prob"])
+    np.testing.assert_array_equal(imported.patches[:], store.read_patches(tiny_run)[:])
+    assert f"{len(manifest):,} of {len(manifest):,} rows matched a patch; 0 rows not used" in stdout
+
+
+def test_bad_numbers_in_a_parquet_files_numeric_columns_are_reported_as_written(tiny_run, tiny_cohort, tmp_path,
+                                                                                 capsys):
+    """Parquet keeps numbers as numbers: a float x or y, NaN or inf are reported with the value as read."""
+    good = exported(tiny_run)
+    manifest = store.read_manifest(tiny_run)
+    bad = good.astype({"patient_id": "int64", "x": "float64", "y": "float64", "prob": "float64"})
+    edits = [
+        (0, "x", 2.5, "x '2.5' is not a whole number (ASCII digits 0-9)"),
+        (1, "y", np.nan, "y 'nan' is not a whole number (ASCII digits 0-9)"),
+        (2, "x", -50.0, "x '-50.0' is not a whole number (ASCII digits 0-9)"),
+        (3, "prob", np.nan, "prob 'nan' is not a finite number"),
+        (4, "prob", np.inf, "prob 'inf' is not a finite number"),
+        (5, "prob", 1.5, "prob 1.5 is outside [0, 1]"),
+    ]
+    for i, col, value, _ in edits:
+        bad.loc[i, col] = value
+    scores = write(bad, tmp_path / "numeric.parquet")
+    out = tmp_path / "imported-numeric"
+    code, stdout, err = run_cli(capsys, "import-scores", "--data", tiny_cohort, "--scores", scores, "--out", out)
+    assert code == 0, err
+    report = store.read_score_import_report(out)
+    with_row = report[report["row"] != ""]
+    assert set(with_row["file"]) == {"numeric.parquet"}
+    assert dict(zip(with_row["row"], with_row["reason"])) == {str(i + 1): reason for i, _, _, reason in edits}
+    # The other rows' whole-number floats (51.0) are used: only the bad rows' patches lack a score.
+    patches = report[report["row"] == ""]
+    assert sorted(patches["file"]) == sorted(manifest.loc[[e[0] for e in edits], "source"])
+    keep = np.arange(len(edits), len(manifest))
+    imported = store.load_run(out)
+    np.testing.assert_array_equal(imported.table["prob"], store.load_run(tiny_run).table["prob"].to_numpy()[keep])
+    assert "numeric.parquet row 1: x '2.5' is not a whole number" in stdout
+
+
 def test_nothing_matched_exits_2_naming_the_file(tiny_cohort, tmp_path, capsys):
     scores = write(pd.DataFrame({"patient_id": ["999"] * 3, "x": [1, 51, 101], "y": [1, 1, 1],
                                  "prob": [0.1, 0.2, 0.3]}), tmp_path / "elsewhere.csv")

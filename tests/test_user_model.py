@@ -137,3 +137,89 @@ def test_model_options_apply_to_model_only(tmp_path, capsys):
     code, _, err = run_cli(capsys, "score", "--model", tmp_path / "missing.keras", "--data", tmp_path,
                            "--out", tmp_path / "o")
     assert code == 2 and f"model file {tmp_path / 'missing.keras'} does not exist" in err
+
+
+def zero_logit_model(path: Path, nan: bool = False) -> Path:
+    """Ignores its input: a Dense unit with zero weights, so its logit is 0 on every patch.
+
+    As given, it ends in a sigmoid and outputs 0.5 everywhere (constant). With ``nan``, the zero
+    logit is divided by itself instead (0 / 0, a division by zero in the model's own graph): NaN.
+    """
+    import keras
+    from keras import layers
+
+    inputs = keras.Input((50, 50, 3))
+    x = layers.GlobalAveragePooling2D()(inputs)
+    if nan:
+        z = layers.Dense(1, kernel_initializer="zeros", bias_initializer="zeros", name="zero_logit")(x)
+        outputs = keras.ops.divide(z, z)
+    else:
+        outputs = layers.Dense(1, activation="sigmoid", kernel_initializer="zeros", bias_initializer="zeros",
+                               name="zero_logit")(x)
+    keras.Model(inputs, outputs, name="users_flat").save(path)
+    return path
+
+
+def test_a_model_that_outputs_nan_is_refused_naming_the_file_and_input_range(tiny_cohort, tmp_path, capsys):
+    model = zero_logit_model(tmp_path / "users_nan.keras", nan=True)
+    assert np.isnan(direct(model, np.full((2, 50, 50, 3), 128, np.uint8))).all()  # NaN as its author calls it
+    for argv, given in (([], "0-255"), (["--input-range", "0-1"], "0-1")):
+        out = tmp_path / f"nan-{given}"
+        code, stdout, err = run_cli(capsys, "score", "--model", model, "--data", tiny_cohort, "--out", out, *argv)
+        assert code == 2, (stdout, err)
+        assert (f"error: {model} gives non-finite outputs (NaN or inf) on 32 of 32 patches checked; "
+                f"check --input-range (given: {given}) and the model itself") in err
+        assert "Traceback" not in err and "checked on 32 patches" not in stdout
+        # Refused after the check, before a model or a score is written.
+        assert not (out / store.MODEL).exists() and not (out / store.SCORES).exists()
+        assert not (out / store.EVALUATION).exists()
+
+
+def test_a_model_with_constant_output_is_warned_about_naming_input_range(tiny_cohort, tmp_path, capsys):
+    model = zero_logit_model(tmp_path / "users_flat.keras")
+    out = tmp_path / "flat"
+    code, stdout, err = run_cli(capsys, "score", "--model", model, "--data", tiny_cohort, "--out", out)
+    warning = ("score: WARNING: users_flat.keras gives the same P(IDC) (0.5000) to all 32 patches checked; "
+               "check --input-range (given: 0-255)")
+    assert warning in stdout.splitlines(), (stdout, err)  # a line of its own, printed, not logged
+    assert stdout.count("WARNING: users_flat.keras gives the same P(IDC)") == 1
+    # A warning, not an error: the run is scored, and its scores are the model's own (all 0.5).
+    assert code == 0, err
+    assert "checked on 32 patches (input 0-255, output probability)" in stdout
+    run = store.load_run(out)
+    np.testing.assert_array_equal(run.table["prob_uncalibrated"], np.full(len(run.table), 0.5))
+
+
+def test_nan_on_some_patches_is_counted_on_the_patches_checked(tiny_cohort, tmp_path, capsys):
+    """0 / 0 only where a patch's mean red is below a cut: the error counts exactly those patches."""
+    import keras
+    from keras import layers
+
+    from pipeline import ingest
+    from pipeline.score import CHECK_PATCHES
+
+    scratch = tmp_path / "scratch"
+    ingest.ingest(tiny_cohort, scratch, progress=False)
+    patches = np.asarray(store.read_patches(scratch))
+    rows = np.unique(np.linspace(0, len(patches) - 1, min(CHECK_PATCHES, len(patches))).astype(int))  # as score does
+    red = np.sort(patches[rows, :, :, 0].astype(np.float64).mean(axis=(1, 2)))
+    k = max(range(len(red) // 4, 3 * len(red) // 4), key=lambda i: red[i + 1] - red[i])  # the widest gap mid-way
+    assert red[k + 1] - red[k] > 1e-3
+    cut = (red[k] + red[k + 1]) / 2
+
+    inputs = keras.Input((50, 50, 3))
+    mean = layers.GlobalAveragePooling2D()(inputs)
+    red_only = layers.Dense(1, kernel_initializer=keras.initializers.Constant([[1.0], [0.0], [0.0]]),
+                            bias_initializer=keras.initializers.Constant(-cut))
+    z = layers.ReLU()(red_only(mean))  # 0 below the cut, positive above
+    model = tmp_path / "users_half_nan.keras"
+    keras.Model(inputs, keras.ops.divide(z, z)).save(model)  # NaN below the cut, 1 above
+    capsys.readouterr()
+    assert int(np.isnan(direct(model, patches[rows])).sum()) == k + 1  # as its author would see it
+
+    out = tmp_path / "half"
+    code, _, err = run_cli(capsys, "score", "--model", model, "--data", tiny_cohort, "--out", out)
+    assert code == 2
+    assert (f"error: {model} gives non-finite outputs (NaN or inf) on {k + 1} of {len(rows)} patches checked; "
+            "check --input-range (given: 0-255) and the model itself") in err
+    assert not (out / store.SCORES).exists()
