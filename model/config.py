@@ -126,6 +126,8 @@ def _cli_type(f: dataclasses.Field):
     whole = f.type in ("int", "int | None")
 
     def parse(text: str):
+        if not text.isascii():  # float() reads full-width and other Unicode digits ("９")
+            raise argparse.ArgumentTypeError(f"must be a number written in ASCII digits 0-9, got {text!r}")
         try:
             value = float(text)
         except ValueError:

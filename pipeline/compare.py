@@ -16,14 +16,21 @@ import numpy as np
 import pandas as pd
 
 from model.config import ARCHITECTURES, TrainConfig
-from pipeline import store
+from pipeline import runfolder, store
 from pipeline.errors import positive_number
 from pipeline.run import run_pipeline
 from pipeline.store import TEST
 
 
-def share_ingest(first: Path, other: Path) -> None:
-    """Give ``other`` the first run's ingest (hard links, no copy) so its ingest stage is skipped."""
+def share_ingest(first: Path, other: Path, force: bool = False) -> None:
+    """Give ``other`` the first run's ingest (hard links, no copy) so its ingest stage is skipped.
+
+    ``other`` is claimed first as a `run` folder of the first run's data (runfolder.claim_run_folder, which
+    run_pipeline would do only after this has written into it): a folder holding another run or the user's
+    files is refused, untouched (``force`` moves it aside).
+    """
+    meta = store.read_meta(first)
+    runfolder.claim_run_folder(Path(other), "run", Path(meta["data_root"]), force=force)
     other.mkdir(parents=True, exist_ok=True)
     for name in (store.MANIFEST, store.PATCHES, store.INGEST_REPORT):
         dst = other / name
@@ -32,7 +39,6 @@ def share_ingest(first: Path, other: Path) -> None:
                 os.link(first / name, dst)
             except OSError:  # another file system: fall back to a copy
                 shutil.copyfile(first / name, dst)
-    meta = store.read_meta(first)
     store.update_meta(other, synthetic=meta.get("synthetic"), cohort=meta.get("cohort", {}),
                       data_root=meta.get("data_root"), stages={"ingest": meta["stages"]["ingest"]})
 
@@ -51,17 +57,26 @@ def _scoring_rate(run_dir: Path, n: int = 4096) -> float:
 
 
 def compare(data: Path | str, out: Path | str, config: TrainConfig = TrainConfig(), *, archs=ARCHITECTURES,
-            minutes: float = 5.0) -> pd.DataFrame:
-    """Train every architecture with ``config``'s settings for at most ``minutes`` and tabulate test metrics."""
+            minutes: float = 5.0, force: bool = False) -> pd.DataFrame:
+    """Train every architecture with ``config``'s settings for at most ``minutes`` and tabulate test metrics.
+
+    ``out/<arch>`` follows runfolder.claim_run_folder like a `run` folder (``force`` moves another run's
+    or the user's folder aside to ``<arch>.replaced-<time>``).
+    """
     out = Path(out)
+    # Each architecture's folder is a `run` folder (claimed by share_ingest or run_pipeline before anything is
+    # written into it); all are checked first, so a folder holding the user's files or another run stops the
+    # comparison before any folder is touched or any model trained.
+    for arch in archs:
+        runfolder.check_run_folder(out / arch, "run", Path(data), force=force)
     rows = []
     first = None
     for arch in archs:
         run_dir = out / arch
         if first is not None:
-            share_ingest(first, run_dir)
+            share_ingest(first, run_dir, force=force)
         print(f"\n== {arch}: up to {minutes:g} min of training", flush=True)
-        report = run_pipeline(data, run_dir, config.replace(arch=arch, time_budget_s=minutes * 60))
+        report = run_pipeline(data, run_dir, config.replace(arch=arch, time_budget_s=minutes * 60), force=force)
         first = first or run_dir
         meta = store.read_meta(run_dir)
         test = report["splits"][TEST]
@@ -106,11 +121,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--archs", nargs="+", choices=ARCHITECTURES, default=list(ARCHITECTURES))
     parser.add_argument("--minutes", type=positive_number, default=5.0, help="training time budget per architecture")
     TrainConfig.add_cli_options(parser, exclude=("arch",))
+    runfolder.add_force_argument(parser)
 
 
 def run_command(args: argparse.Namespace) -> int:
     """`python -m pipeline compare`: train each architecture, print and write the table."""
-    table = compare(args.data, args.out, TrainConfig.from_cli(args), archs=args.archs, minutes=args.minutes)
+    table = compare(args.data, args.out, TrainConfig.from_cli(args), archs=args.archs, minutes=args.minutes,
+                    force=args.force)
     print("\n" + to_markdown(table, args.minutes))
     print(f"written: {args.out / 'comparison.csv'} and comparison.md")
     return 0

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline import evaluate, metrics, store, uncertainty
-from pipeline.errors import UsageError, positive_int
+from pipeline.errors import UsageError, non_negative_int, positive_int
 
 SPLIT_CHOICES = (*store.SPLITS, "all")
 DEFAULT_PRESET = "f1_optimal"
@@ -394,7 +394,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"the threshold both runs are also measured at (default {DEFAULT_SHARED})")
     parser.add_argument("--n-boot", type=positive_int, default=uncertainty.DEFAULT_N_BOOT,
                         help="bootstrap resamples of the patients (default 1000)")
-    parser.add_argument("--seed", type=int, default=uncertainty.DEFAULT_SEED, help="seed of the bootstrap draw")
+    parser.add_argument("--seed", type=non_negative_int, default=uncertainty.DEFAULT_SEED, help="seed of the bootstrap draw")
     parser.add_argument("--out", type=Path, help="also write the whole result to this JSON file")
 
 

@@ -20,6 +20,8 @@ class UsageError(ValueError):
 
 def check_int(name: str, value, minimum: int) -> int:
     """``value`` as an int of at least ``minimum``, or UsageError naming the option ``name``."""
+    if isinstance(value, str) and not value.isascii():  # float() reads full-width and other digits
+        raise UsageError(f"{name} must be a whole number in ASCII digits 0-9, got {value!r}")
     if isinstance(value, bool) or not isinstance(value, int):
         try:
             as_float = float(value)
@@ -40,7 +42,8 @@ def whole_number(minimum: int):
         try:
             return check_int("the value", text, minimum)
         except UsageError:
-            raise argparse.ArgumentTypeError(f"must be a whole number of at least {minimum}, got {text!r}") from None
+            raise argparse.ArgumentTypeError(f"must be a whole number of at least {minimum}{_ascii_hint(text)}, "
+                                             f"got {text!r}") from None
 
     parse.__name__ = f"whole number >= {minimum}"
     return parse
@@ -49,12 +52,17 @@ def whole_number(minimum: int):
 positive_int, non_negative_int = whole_number(1), whole_number(0)
 
 
+def _ascii_hint(text: str) -> str:
+    """What to add to a refusal of ``text`` when it is not ASCII (float() would read full-width digits)."""
+    return "" if text.isascii() else " written in ASCII digits 0-9"
+
+
 def positive_number(text: str) -> float:
-    """An argparse ``type`` for a finite number above 0 (a time budget)."""
+    """An argparse ``type`` for a finite number above 0 (a time budget), in ASCII digits."""
     try:
-        value = float(text)
+        value = float(text) if text.isascii() else math.nan
     except ValueError:
         value = math.nan
     if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a number above 0, got {text!r}")
+        raise argparse.ArgumentTypeError(f"must be a number above 0{_ascii_hint(text)}, got {text!r}")
     return value

@@ -26,13 +26,14 @@ import numpy as np
 import pandas as pd
 
 from pipeline import evaluate, ingest, runfolder, split, store
-from pipeline.errors import UsageError, positive_int
+from model.config import TrainConfig
+from pipeline.errors import UsageError, non_negative_int, positive_int
 from pipeline.store import SPLITS
 
 REQUIRED = ("patient_id", "x", "y", "prob")
-OPTIONAL = ("split",)
 FORMATS = {".csv": "CSV", ".parquet": "Parquet", ".pq": "Parquet"}
 KEY = ["patient_id", "x", "y"]
+DEFAULT_SEED = TrainConfig.seed  # the patient split's seed when none is given: the training default
 VERSION = 1  # of the import's rules; part of the import stage's fingerprint
 
 
@@ -267,7 +268,7 @@ def _assign_split(run_dir: Path, manifest: pd.DataFrame, matched: pd.DataFrame, 
     return f"split: the project's patient split (seed {seed}; {file} has no split column)"
 
 
-def import_scores(data: Path | str, scores: Path | str, out: Path | str, name: str | None = None, seed: int = 0,
+def import_scores(data: Path | str, scores: Path | str, out: Path | str, name: str | None = None, seed: int = DEFAULT_SEED,
                   workers: int | None = None, force: bool = False) -> dict:
     """Ingest ``data``, match the scores file to its patches, and evaluate: a run folder like any other.
 
@@ -348,8 +349,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "optionally split (train/val/test)")
     parser.add_argument("--out", type=Path, required=True, help="new run folder to write")
     parser.add_argument("--name", default=None, help="what made the scores (a model's name), shown in the app")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="seed of the project's patient split, used when the file has no split column")
+    parser.add_argument("--seed", type=non_negative_int, default=DEFAULT_SEED,
+                        help=f"seed of the project's patient split, used when the file has no split column "
+                             f"(default {DEFAULT_SEED})")
     parser.add_argument("--workers", type=positive_int, default=None, help="decoding processes (default: all cores)")
     runfolder.add_force_argument(parser)
 

@@ -426,8 +426,25 @@ def _exit_with_parent(ingest_pid: int) -> None:
     threading.Thread(target=watch, name="exit-with-ingest", daemon=True).start()
 
 
+def shown_path(text: str) -> str:
+    """A path as it can be written (CSV, parquet, the terminal): a name that is not UTF-8 (its bytes kept by
+    Python as surrogates, e.g. a file named b"\\xff99.png") is written with those bytes escaped, ``\\xff99.png``."""
+    return os.fsencode(text).decode("utf-8", "backslashreplace")
+
+
+NOT_UTF8 = "the name is not valid UTF-8 (its bytes that are not are shown as \\xNN): rename it"
+
+
+def _report_row(rel, reason) -> tuple[str, str]:
+    """One row of ingest_report.csv; a name that is not UTF-8 is written escaped, and said to be so."""
+    shown = shown_path(str(rel))
+    reason = shown_path(str(reason))
+    return shown, (f"{reason}; {NOT_UTF8}" if shown != str(rel) else reason)
+
+
 def _write_report(run_dir: Path, problems: list[tuple[str, str]]) -> None:
-    store.write_ingest_report(run_dir, pd.DataFrame(problems, columns=["file", "reason"]))
+    rows = [_report_row(rel, reason) for rel, reason in problems]
+    store.write_ingest_report(run_dir, pd.DataFrame(rows, columns=["file", "reason"]))
 
 
 def _nothing_readable(data_root: Path, run_dir: Path, scan: Scan, problems: list[tuple[str, str]],
@@ -444,17 +461,17 @@ def _nothing_readable(data_root: Path, run_dir: Path, scan: Scan, problems: list
         lines.append("The only patch file found in that layout was skipped:" if n_candidates == 1 else
                      f"All {n_candidates:,} patch files found in that layout were skipped, e.g.:")
         skipped = problems[len(scan.problems):] or problems
-        lines += [f"  {data_root / rel}: {reason}" for rel, reason in skipped[:5]]
+        lines += [f"  {shown_path(str(data_root / rel))}: {shown_path(str(reason))}" for rel, reason in skipped[:5]]
     elif scan.findings:
         lines.append("Found instead:")
-        lines += [f"  {folder}: {what}" for folder, what in scan.findings[:8]]
+        lines += [f"  {shown_path(str(folder))}: {shown_path(str(what))}" for folder, what in scan.findings[:8]]
         if len(scan.findings) > 8:
             lines.append(f"  ... and {len(scan.findings) - 8} more folders")
     earlier = store.read_meta(run_dir).get("stages", {}).get("ingest") and (run_dir / store.MANIFEST).exists()
     if earlier:
         lines.append(f"{run_dir} still holds its earlier ingest, left as it was; the {len(problems)} skipped "
                      f"entries are:")
-        lines += [f"  {rel}: {reason}" for rel, reason in problems[:20]]
+        lines += [f"  {shown_path(str(rel))}: {shown_path(str(reason))}" for rel, reason in problems[:20]]
         if len(problems) > 20:
             lines.append(f"  ... and {len(problems) - 20} more")
     else:

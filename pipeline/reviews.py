@@ -44,6 +44,7 @@ import datetime as dt
 import hashlib
 import json
 import operator
+import os
 import re
 import shutil
 import sqlite3
@@ -57,7 +58,9 @@ import pandas as pd
 
 from pipeline import agreement, exports, store
 
-VERDICTS = {"agree": "Agree with label", "label_wrong": "Label is wrong", "unsure": "Unsure"}
+# The verdicts are pipeline.agreement.VERDICTS (defined there once, in their order); here, their labels.
+_VERDICT_LABELS = {"agree": "Agree with label", "label_wrong": "Label is wrong", "unsure": "Unsure"}
+VERDICTS = {v: _VERDICT_LABELS[v] for v in agreement.VERDICTS}
 COLUMNS = ["id", "patient_id", "x", "y", "verdict", "note", "reviewer", "created_at", "run_name", "model",
            "threshold", "prob_shown", "source", "recorded_row"]
 LEGACY_COLUMNS = ["id", "row", "patient_id", "x", "y", "verdict", "note", "reviewer", "created_at"]  # schema 1
@@ -320,6 +323,16 @@ def problem_text(file: str, exc: BaseException, reason: str | None = None) -> st
             "to recover its reviews.")
 
 
+def _schema_number(value, path: Path) -> int:
+    """A store's recorded schema version as a number; sqlite3.DatabaseError naming the file when it is not one
+    (not a reviews store this app wrote: the pages say so, with the fix, as for any other unreadable file)."""
+    text = str(value).strip()
+    if text.isascii() and text.isdigit():
+        return int(text)
+    raise sqlite3.DatabaseError(f"{path}: its meta table records schema_version {value!r}, which is not a "
+                                "number: it is not a reviews store this app wrote")
+
+
 def _int(name: str, value) -> int:
     if isinstance(value, bool):
         raise ValueError(f"{name} must be an integer, got {value!r}")
@@ -406,6 +419,11 @@ class ReviewStore:
         if self.path.is_dir():
             self.path = self.path / store.REVIEWS
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # A new store is made here, with the mode of every artifact (store.file_mode: 0666 less the umask),
+        # rather than by SQLite, which would give it 0644 whatever the umask; SQLite gives its -wal and -shm
+        # files the database file's mode, so the three always match. An empty file is a new database to SQLite.
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, store.file_mode()))
         # Changing the journal mode needs an exclusive lock, and SQLite answers "database is locked" at once,
         # without its busy handler, while another connection is creating the same new file. Every step below
         # is idempotent, so two app servers opening a new cohort store together retry instead of failing.
@@ -441,13 +459,12 @@ class ReviewStore:
                                 "data_root": str(data_root or ""), "cohort": self.path.parent.name}
                     conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", identity.items())
 
-    @staticmethod
-    def _schema_version(conn) -> int | None:
+    def _schema_version(self, conn) -> int | None:
         has_meta = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone()
         if not has_meta:
             return None
         row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        return None if row is None else int(row[0])
+        return None if row is None else _schema_number(row[0], self.path)
 
     # ------------------------------------------------------------------------ connections
     @contextlib.contextmanager
@@ -715,7 +732,10 @@ def read_legacy(path: Path | str) -> tuple[pd.DataFrame, dict]:
                                     "ORDER BY id").fetchall()
         except sqlite3.DatabaseError as exc:
             raise LegacyReviewsError(path, f"{path}: {exc}") from None
-    version = int(meta.get("schema_version", LEGACY_SCHEMA_VERSION) or LEGACY_SCHEMA_VERSION)
+    try:
+        version = _schema_number(meta.get("schema_version", LEGACY_SCHEMA_VERSION) or LEGACY_SCHEMA_VERSION, path)
+    except sqlite3.DatabaseError as exc:
+        raise LegacyReviewsError(path, str(exc)) from None
     if version > SCHEMA_VERSION:
         raise NewerSchemaError(f"{path} has review schema version {version}, newer than this app's {SCHEMA_VERSION}")
     df = pd.DataFrame(rows, columns=wanted)

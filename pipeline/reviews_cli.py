@@ -14,6 +14,7 @@ open). No TensorFlow is imported.
 from __future__ import annotations
 
 import argparse
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline import agreement, exports, geojson, reviews, store
-from pipeline.errors import UsageError
+from pipeline.errors import UsageError, non_negative_int
 from pipeline.metrics import check_threshold
 
 DEFAULT_PRESET = "f1_optimal"
@@ -36,6 +37,8 @@ def _open(run: store.Run) -> reviews.ReviewStore:
         return reviews.open_for_run(run.path, run.table)
     except reviews.LegacyReviewsError as exc:
         raise UsageError(reviews.problem_text(str(exc.path), exc, exc.reason)) from None
+    except sqlite3.DatabaseError as exc:  # the cohort store itself is not a reviews database
+        raise UsageError(reviews.problem_text(str(reviews.cohort_store_path(run.path)), exc)) from None
 
 
 def _threshold(run: store.Run, threshold: float | None, preset: str | None) -> float:
@@ -183,8 +186,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("add", help="add one review of a patch to the run's cohort store")
     p.add_argument("--run", type=Path, required=True, help="run folder")
     p.add_argument("--patient", required=True)
-    p.add_argument("--x", type=int, required=True)
-    p.add_argument("--y", type=int, required=True)
+    p.add_argument("--x", type=non_negative_int, required=True)
+    p.add_argument("--y", type=non_negative_int, required=True)
     p.add_argument("--verdict", choices=list(reviews.VERDICTS), required=True)
     p.add_argument("--reviewer", required=True)
     p.add_argument("--note", default="")

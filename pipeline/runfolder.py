@@ -52,7 +52,32 @@ def claim_run_folder(out: Path, command: str, data: Path, source_run: Path | Non
     (import-scores) and ``model_file`` (score --model) are part of what made the folder: importing
     another file, or scoring with another model, into it is refused like another run.
     """
-    out, data = Path(out), Path(data)
+    out = Path(out)
+    wanted, problem = _check(out, command, data, source_run, force, scores_file, model_file)
+    if problem:
+        aside = _move_aside(out)
+        print(f"--force: {problem}; moved it aside to {aside} (nothing in it was deleted)", flush=True)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = store.read_meta(out)
+    if not meta.get("created"):
+        store.update_meta(out, created=dt.datetime.now().isoformat(timespec="seconds"), name=out.name)
+    if meta.get("made_by") != wanted:
+        store.update_meta(out, made_by=wanted)
+
+
+def check_run_folder(out: Path, command: str, data: Path, source_run: Path | None = None, force: bool = False,
+                     scores_file: Path | None = None, model_file: Path | None = None) -> None:
+    """Refuse ``out`` exactly as :func:`claim_run_folder` would, but write, make and move nothing.
+
+    For a command that claims several folders (`compare`): each is checked before any is claimed.
+    """
+    _check(Path(out), command, data, source_run, force, scores_file, model_file)
+
+
+def _check(out: Path, command: str, data: Path, source_run, force: bool, scores_file, model_file):
+    """(what made the folder as this command would record it, why ``out`` is not its own or None);
+    raises when it may not be used (without ``force``, or whatever the flags)."""
+    data = Path(data)
     wanted = {"command": command, "data_root": str(data.resolve()),
               "source_run": str(Path(source_run).resolve()) if source_run else None}
     for key, path in (("scores_file", scores_file), ("model_file", model_file)):
@@ -76,15 +101,7 @@ def claim_run_folder(out: Path, command: str, data: Path, source_run: Path | Non
     if problem and not force:
         raise UsageError(f"{problem}: refusing to write into it (nothing was changed). Pass --out a new folder, "
                          f"or add --force to move {out} aside to {out.name}.replaced-<time> and start afresh there.")
-    if problem:
-        aside = _move_aside(out)
-        print(f"--force: {problem}; moved it aside to {aside} (nothing in it was deleted)", flush=True)
-    out.mkdir(parents=True, exist_ok=True)
-    meta = store.read_meta(out)
-    if not meta.get("created"):
-        store.update_meta(out, created=dt.datetime.now().isoformat(timespec="seconds"), name=out.name)
-    if meta.get("made_by") != wanted:
-        store.update_meta(out, made_by=wanted)
+    return wanted, problem
 
 
 def _folder_problem(out: Path, wanted: dict) -> str | None:
@@ -117,12 +134,19 @@ def _move_aside(out: Path) -> Path:
     out = out.resolve()
     if out == Path.cwd() or out in Path.cwd().parents:  # the new run would be written into the moved folder
         raise UsageError(f"--force cannot move {out} aside: it holds the current folder; pass --out a new folder.")
+    aside = aside_path(out)
+    out.rename(aside)
+    return aside
+
+
+def aside_path(out: Path) -> Path:
+    """A free ``<out>.replaced-<time>`` beside ``out`` (with a counter if taken): where --force moves things."""
+    out = Path(out).resolve()
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     aside, n = out.with_name(f"{out.name}.replaced-{stamp}"), 1
     while aside.exists():
         n += 1
         aside = out.with_name(f"{out.name}.replaced-{stamp}-{n}")
-    out.rename(aside)
     return aside
 
 

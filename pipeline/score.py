@@ -14,18 +14,21 @@ patient split of the data, calibrated and thresholded on its val split, measured
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 
 from pipeline import context, evaluate, ingest, runfolder, split, store
-from pipeline.errors import UsageError, check_int, positive_int
+from model.config import TrainConfig
+from pipeline.errors import UsageError, check_int, non_negative_int, positive_int
 from pipeline.logistic import fit_logistic, logit, sigmoid
 from pipeline.names import PATCH_SIZE
 from pipeline.store import TEST, VAL
 
 IDENTITY = {"temperature": 1.0, "bias": 0.0}
+DEFAULT_SEED = TrainConfig.seed  # `score --model`'s patient split seed when none is given: the training default
 
 
 def apply_calibration(prob: np.ndarray, calibration: dict) -> np.ndarray:
@@ -155,6 +158,7 @@ def score_new_data(source_run: Path | str, data: Path | str | None, out: Path | 
             raise store.ArtifactError(f"{source_run / store.RUN_META}: {exc}") from None
     if data is None:
         info = _slides_ingest(out)
+        _claim_in_place(out, source_run, force)
     else:
         runfolder.claim_run_folder(out, "score", Path(data), source_run=source_run, force=force)
         info = ingest.ingest(data, out, workers=workers)
@@ -197,6 +201,47 @@ def _slides_ingest(out: Path) -> dict:
     return meta["stages"]["ingest"]
 
 
+# What scoring writes into a slides run folder scored in place (the rest is the slides' ingest).
+SCORING_FILES = (store.MODEL, store.SCORES, store.EVALUATION, store.SPLIT)
+
+
+def _claim_in_place(out: Path, source_run: Path, force: bool) -> None:
+    """A slides run folder scored in place belongs to the trained run that scored it: scoring it with another
+    run is refused (its scores and evaluation would be replaced), or with ``force`` the earlier scoring is moved
+    aside to ``<out>.replaced-<time>`` (a run folder of its own, the ingest hard-linked in), never deleted."""
+    meta = store.read_meta(out)
+    previous, this = meta.get("source_run"), str(source_run.resolve())
+    if not previous or previous == this or not any((out / f).exists() for f in SCORING_FILES):
+        return
+    problem = f"--out {out} was scored in place by another run ({previous}; this one is {this})"
+    if not force:
+        raise UsageError(f"{problem}: refusing to replace its scores and evaluation (nothing was changed). Score "
+                         f"it with {previous} again, or add --force to move that scoring aside to "
+                         f"{out.name}.replaced-<time> (the slides stay in {out}) and score {out} afresh.")
+    aside = runfolder.aside_path(out)
+    aside.mkdir()
+    shutil.copy2(out / store.RUN_META, aside / store.RUN_META)
+    for name in (store.MANIFEST, store.PATCHES, store.INGEST_REPORT, store.TISSUE_MASKS, store.REGION_MASKS):
+        src = out / name
+        if src.is_dir():  # the ingest is shared, not moved: hard links (a copy on another file system)
+            shutil.copytree(src, aside / name, copy_function=_link_or_copy)
+        elif src.exists():
+            _link_or_copy(src, aside / name)
+    for name in SCORING_FILES:
+        if (out / name).exists():
+            (out / name).rename(aside / name)
+    store.update_meta(out, source_run=this)  # the folder is this scoring's now, even if it stops half-way
+    print(f"--force: {problem}; moved its scores, model, split and evaluation aside to {aside} (with its ingest "
+          "linked in, so it opens as before; nothing was deleted)", flush=True)
+
+
+def _link_or_copy(src, dst) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
 def _unlabelled_report(out: Path, score_fp: str, thresholds: dict, source_run: Path, n_unlabelled: int) -> dict:
     """evaluation.json for scores without labels: the trained run's thresholds and why there are no metrics."""
     fp = store.fingerprint(score_fp, thresholds, "unlabelled")
@@ -218,7 +263,7 @@ CHECK_PATCHES = 32  # patches the wrapped model is checked on before scoring
 
 def score_user_model(model_file: Path | str, data: Path | str, out: Path | str, *, input_range: str = "0-255",
                      output: str = "probability", idc_index: int = -1, cam_layer: str | None = None,
-                     use_context: bool = False, tta: bool = False, seed: int = 0, workers: int | None = None,
+                     use_context: bool = False, tta: bool = False, seed: int = DEFAULT_SEED, workers: int | None = None,
                      force: bool = False) -> dict:
     """Score ``data`` with a user's own Keras model: a run folder like a trained one, Grad-CAM included.
 
@@ -306,7 +351,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     user.add_argument("--context", action="store_true", default=None,
                       help="add the neighbourhood context (pipeline.context), fitted on val (default: off)")
     user.add_argument("--tta", action="store_true", default=None, help="score with 8-fold dihedral TTA")
-    user.add_argument("--seed", type=int, default=None, help="seed of the patient split (default 0)")
+    user.add_argument("--seed", type=non_negative_int, default=None,
+                      help=f"seed of the patient split (default {DEFAULT_SEED})")
     runfolder.add_force_argument(parser)
 
 
@@ -324,7 +370,7 @@ def run_command(args: argparse.Namespace) -> int:
         score_user_model(args.model, args.data, args.out, input_range=args.input_range or "0-255",
                          output=args.output or "probability",
                          idc_index=-1 if args.idc_index is None else args.idc_index, cam_layer=args.cam_layer,
-                         use_context=bool(args.context), tta=bool(args.tta), seed=args.seed or 0,
+                         use_context=bool(args.context), tta=bool(args.tta), seed=DEFAULT_SEED if args.seed is None else args.seed,
                          workers=args.workers, force=args.force)
     print(f"run folder: {args.out}")
     return 0

@@ -115,6 +115,36 @@ def test_newer_schema_is_refused(db):
         ReviewStore(db)
 
 
+@pytest.mark.parametrize("value", ["two", "", "2.0", "\uff12"])
+def test_a_schema_version_that_is_not_a_number_is_a_database_error_naming_the_file(db, value):
+    ReviewStore(db)
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (value,))
+    before = db.read_bytes()
+    # sqlite3.DatabaseError, as for any other unreadable file: the app's pages say so with the fix.
+    with pytest.raises(sqlite3.DatabaseError, match=f"{db}: its meta table records schema_version"):
+        ReviewStore(db)
+    assert db.read_bytes() == before
+
+
+def test_a_new_store_gets_the_mode_of_every_artifact(tmp_path):
+    import os
+    import stat
+
+    mask = os.umask(0o002)  # SQLite alone would make 0644 here; every artifact is 0664
+    try:
+        rs = ReviewStore(tmp_path / "c" / store.REVIEWS)
+        with rs._connect() as conn:  # a connection holds the -wal and -shm files open
+            conn.execute("SELECT 1 FROM reviews").fetchall()
+            rs.add(**_review())
+            files = [f for f in (rs.path, *(rs.path.with_name(rs.path.name + s) for s in ("-wal", "-shm")))
+                     if f.exists()]
+            modes = {f.name: oct(stat.S_IMODE(f.stat().st_mode)) for f in files}
+    finally:
+        os.umask(mask)
+    assert len(files) == 3 and set(modes.values()) == {oct(0o664)}, modes
+
+
 def test_latest_supersedes_and_history_is_kept(db):
     rs = ReviewStore(db)
     first = rs.add(**_review(x=5, verdict="agree", reviewer="dr_a"))

@@ -329,6 +329,32 @@ def test_score_run_scores_slide_runs_in_place(slides, tmp_path, capsys):
     assert "ingest-slides" in capsys.readouterr().err
 
 
+def test_score_in_place_by_another_run_is_refused_or_moved_aside_with_force(slides, tmp_path, capsys):
+    from pipeline.cli import main
+    from tests.faults.conftest import tree_checksums
+
+    a, b = _trained_run(tmp_path / "trained-a"), _trained_run(tmp_path / "trained-b")
+    slides_run = tmp_path / "slides-run"
+    ingest_slides.ingest_slides([slides / "case 01.tif"], slides_run, annotations=[slides], progress=False)
+    assert main(["score", "--run", str(a), "--out", str(slides_run)]) == 0
+    assert main(["score", "--run", str(a), "--out", str(slides_run)]) == 0  # the same run again: resumed
+    capsys.readouterr()
+    before = tree_checksums(slides_run)
+    assert main(["score", "--run", str(b), "--out", str(slides_run)]) == 2
+    err = capsys.readouterr().err
+    assert f"--out {slides_run} was scored in place by another run ({a.resolve()}" in err and "--force" in err
+    assert tree_checksums(slides_run) == before  # run A's scores and evaluation are kept
+    assert main(["score", "--run", str(b), "--out", str(slides_run), "--force"]) == 0
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith("slides-run.replaced-")]
+    assert len(aside) == 1 and str(aside[0]) in capsys.readouterr().out
+    kept, visible = tree_checksums(aside[0]), {k: v for k, v in before.items() if not k.startswith(".")}
+    assert {k: kept.get(k) for k in visible} == visible  # A's scoring whole, beside the ingest (hard links)
+    assert all(before[k] == v for k, v in tree_checksums(slides_run).items() if k.startswith("."))  # resume state
+    assert store.load_run(aside[0]).meta["source_run"] == str(a.resolve())  # and it opens as a run
+    assert store.read_meta(slides_run)["source_run"] == str(b.resolve())
+    assert store.load_run(slides_run).table["prob"].between(0, 1).all()
+
+
 def test_rasterise_regions_with_holes_and_edges():
     from pipeline.geojson import Region
 

@@ -258,6 +258,66 @@ def test_a_garbage_reviews_file_leaves_every_page_working(monkeypatch, tmp_path,
     assert (run_dir / "reviews.sqlite.broken").read_bytes() == garbage
 
 
+def _garbage_bytes(path: Path) -> None:
+    path.write_bytes(b"this is not an SQLite database, but someone's file\n" * 100)
+
+
+def _schema_not_a_number(path: Path) -> None:
+    import contextlib
+    import sqlite3
+
+    ReviewStore(path)
+    with contextlib.closing(sqlite3.connect(path)) as conn:  # closed: the WAL folded into the file
+        conn.execute("UPDATE meta SET value = 'two' WHERE key = 'schema_version'")
+        conn.commit()
+
+
+@pytest.mark.parametrize("breaks, pages", [
+    (_garbage_bytes, ("views/errors.py", "views/patient.py", "views/inspector.py", "views/review_log.py")),
+    (_schema_not_a_number, ("views/inspector.py", "views/review_log.py")),
+])
+def test_a_garbage_cohort_review_store_leaves_every_page_working(monkeypatch, tmp_path, tiny_run, breaks, pages):
+    from pipeline.reviews import cohort_store_path
+
+    runs = tmp_path / "runs"
+    run_dir = copy_run(tiny_run, runs, "good-run")
+    path = cohort_store_path(run_dir)  # runs/_cohorts/<cohort>/reviews.sqlite, shared by the cohort's runs
+    path.parent.mkdir(parents=True)
+    breaks(path)
+    assert [p.name for p in path.parent.iterdir()] == [store.REVIEWS]  # no -wal or -shm beside it
+    untouched = tree_checksums(path.parent)
+    shown = f"_cohorts/{path.parent.name}/{store.REVIEWS}"
+    patient = store.load_run(run_dir).table["patient_id"].iloc[0]
+    for page in pages:
+        at = start_app(monkeypatch, runs, page, split="all", patient=patient)
+        assert not at.exception, (page, at.exception)
+        errors = [e for e in texts(at.error) if shown in e and "move the file aside" in e]
+        assert len(errors) == 1, (page, texts(at.error))
+        assert not any(str(tmp_path) in e for e in texts(at.error))  # no server paths in the browser
+        if page == "views/patient.py":
+            assert {"Sensitivity", "F1"} <= {m.label for m in at.metric}
+        if page == "views/inspector.py":
+            assert any(h.startswith("Patch x") for h in texts(at.subheader)) and at.button(key="save_review").disabled
+    assert tree_checksums(path.parent) == untouched  # the cohort store is never changed or deleted
+
+
+@pytest.mark.parametrize("breaks", [_garbage_bytes, _schema_not_a_number])
+def test_reviews_commands_name_a_garbage_cohort_store_and_the_fix(tmp_path, tiny_run, capsys, breaks):
+    from pipeline.reviews import cohort_store_path
+    from tests.faults.conftest import run_cli
+
+    run_dir = copy_run(tiny_run, tmp_path / "runs", "good-run")
+    path = cohort_store_path(run_dir)
+    path.parent.mkdir(parents=True)
+    breaks(path)
+    before = path.read_bytes()
+    row = store.load_run(run_dir).table.iloc[0]
+    code, _, err = run_cli(capsys, "reviews", "add", "--run", run_dir, "--patient", row["patient_id"], "--x",
+                           int(row["x"]), "--y", int(row["y"]), "--verdict", "agree", "--reviewer", "dr_a")
+    assert code == 2 and str(path) in err and "move the file aside" in err and "Traceback" not in err
+    assert path.read_bytes() == before
+
+
 # --------------------------------------------------------------------------- 14: URL parameters
 @pytest.mark.parametrize("patch, says", [
     ("-1", "is not a patch number"),

@@ -344,3 +344,33 @@ def test_non_ascii_digit_names_and_folders_are_listed_with_a_reason(tmp_path):
     assert "ASCII digits 0-9" in reasons["100/0/100_idx5_x\uff19\uff16\uff10\uff11_y1_class0.png"]
     for folder in ("\uff11\uff10\uff10", "\u00b2"):
         assert reasons[folder].startswith("not a patient folder") and "ASCII digits" in reasons[folder]
+
+
+def test_names_that_are_not_utf8_are_listed_escaped_and_the_ingest_goes_on(tmp_path):
+    # Linux names are bytes: b"\xff" is no UTF-8, so Python holds it as a surrogate, which no CSV can take.
+    root = tmp_path / "data"
+    good = _patch(root, "100", 1, 1, 0)
+    raw = os.fsencode(root)
+    _png(Path(os.fsdecode(raw + b"/100/0/\xff99.png")))           # a file
+    _png(Path(os.fsdecode(raw + b"/\xff99/0/" + _name("100", 51, 1, 0).encode())))  # a patient folder
+    _png(Path(os.fsdecode(raw + b"/100/0/100_idx5_x1_y\xe9_class0.png")))    # Latin-1 in a patch name
+    before = tree_checksums(root)
+    run = tmp_path / "run"
+    info = ingest.ingest(root, run, workers=1, progress=False)
+    assert info["n_patches"] == 1
+    np.testing.assert_array_equal(store.read_patches(run)[0], good)
+    reasons = _reasons(run)  # the report is UTF-8, each such name written with its bytes escaped
+    for shown in ("100/0/\\xff99.png", "\\xff99", "100/0/100_idx5_x1_y\\xe9_class0.png"):
+        assert shown in reasons and ingest.NOT_UTF8 in reasons[shown], (shown, reasons)
+    assert "\\xff99" in ingest.summarise(info, run)
+    assert tree_checksums(root) == before
+
+
+def test_a_data_folder_of_names_that_are_not_utf8_alone_says_so(tmp_path):
+    root = tmp_path / "data"
+    _png(Path(os.fsdecode(os.fsencode(root) + b"/\xff99/0/\xff99_idx5_x1_y1_class0.png")))
+    run = tmp_path / "run"
+    with pytest.raises(ingest.DatasetLayoutError, match="no readable patches") as exc:
+        ingest.ingest(root, run, workers=1, progress=False)
+    str(exc.value).encode("utf-8")  # printable as it is
+    assert "\\xff99" in _reasons(run)

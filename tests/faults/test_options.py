@@ -15,6 +15,13 @@ def _argv(command: str, option: str, value: str, tmp_path) -> list[str]:
         "run": ["run", "--data", tmp_path / "data", "--out", tmp_path / "out"],
         "score": ["score", "--run", tmp_path / "run", "--data", tmp_path / "data", "--out", tmp_path / "out"],
         "compare": ["compare", "--data", tmp_path / "data", "--out", tmp_path / "out"],
+        "score --model": ["score", "--model", tmp_path / "m.keras", "--data", tmp_path / "data",
+                          "--out", tmp_path / "out"],
+        "import-scores": ["import-scores", "--data", tmp_path / "data", "--scores", tmp_path / "s.csv",
+                          "--out", tmp_path / "out"],
+        "compare-runs": ["compare-runs", tmp_path / "a", tmp_path / "b"],
+        "reviews add": ["reviews", "add", "--run", tmp_path / "out", "--patient", "1", "--x", "1", "--y", "1",
+                        "--verdict", "agree", "--reviewer", "a"],
     }[command]
     return [*base, option, value]
 
@@ -30,6 +37,12 @@ BAD = [
     ("compare", "--minutes", "0"), ("compare", "--minutes", "-1"), ("compare", "--minutes", "nan"),
     ("compare", "--minutes", "inf"), ("compare", "--epochs", "0"), ("compare", "--seed", "-1"),
     ("compare", "--width", "0"),
+    ("score --model", "--seed", "-1"), ("score --model", "--seed", "1.5"), ("import-scores", "--seed", "-1"),
+    ("import-scores", "--seed", "x"), ("compare-runs", "--seed", "-1"), ("compare-runs", "--seed", "0.5"),
+    ("reviews add", "--x", "-1"), ("reviews add", "--y", "-50"), ("reviews add", "--x", "2.5"),
+    # float() reads full-width and other Unicode digits: every numeric option takes ASCII digits only.
+    ("run", "--epochs", "\uff19"), ("run", "--learning-rate", "\uff11e-3"), ("score", "--workers", "\uff12"),
+    ("compare", "--minutes", "\uff15"), ("reviews add", "--x", "\uff11"), ("import-scores", "--seed", "\u0663"),
 ]
 
 
@@ -46,12 +59,24 @@ def test_bad_numbers_are_refused_before_any_work(command, option, value, tmp_pat
 @pytest.mark.parametrize("command,option,value,dest,expected", [
     ("run", "--epochs", "1", "epochs", 1), ("run", "--patience", "0", "patience", 0), ("run", "--seed", "0", "seed", 0),
     ("run", "--width", "8", "width", 8), ("run", "--learning-rate", "1e-4", "learning_rate", 1e-4),
-    ("run", "--stain-sigma", "0", "stain_sigma", 0.0), ("compare", "--minutes", "0.5", "minutes", 0.5)])
+    ("run", "--stain-sigma", "0", "stain_sigma", 0.0), ("compare", "--minutes", "0.5", "minutes", 0.5),
+    ("score --model", "--seed", "0", "seed", 0), ("import-scores", "--seed", "3", "seed", 3),
+    ("compare-runs", "--seed", "0", "seed", 0), ("reviews add", "--x", "0", "x", 0)])
 def test_edge_values_that_make_sense_are_accepted(command, option, value, dest, expected, tmp_path):
     from pipeline.cli import build_parser
 
     args = build_parser().parse_args([str(a) for a in _argv(command, option, value, tmp_path)])
     assert getattr(args, dest) == expected
+
+
+def test_the_seed_defaults_are_the_training_default(tmp_path):
+    # One default for the patient split's seed: TrainConfig's, not a number typed again in each command.
+    from model.config import TrainConfig
+    from pipeline import import_scores, score
+    from pipeline.cli import build_parser
+
+    args = build_parser().parse_args([str(a) for a in _argv("import-scores", "--name", "m", tmp_path)])
+    assert args.seed == import_scores.DEFAULT_SEED == score.DEFAULT_SEED == TrainConfig().seed
 
 
 def test_the_python_api_checks_the_same_settings_before_touching_the_folder(tiny_cohort, tmp_path):

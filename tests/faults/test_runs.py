@@ -96,6 +96,42 @@ def test_a_rerun_into_its_own_folder_still_resumes_even_one_written_before_ident
     assert store.read_meta(own)["made_by"]["command"] == "run"
 
 
+@pytest.mark.parametrize("holds", ["users_files", "another_run"])
+def test_compare_refuses_an_architecture_folder_that_is_not_its_own_before_writing_anything(
+        tiny_run, tiny_cohort, tmp_path, capsys, holds):
+    # The second architecture's folder: compare used to write the shared ingest into it before run claimed it.
+    out = tmp_path / "compare"
+    theirs = out / "separable"
+    if holds == "users_files":
+        theirs.mkdir(parents=True)
+        (theirs / "notes.txt").write_text("my notes")
+    else:
+        _copy_run(tiny_run, theirs)  # a run of the same data, but made by `score`
+        meta = json.loads((theirs / store.RUN_META).read_text())
+        meta["made_by"] = {"command": "score", "data_root": str(tiny_cohort.resolve()), "source_run": "/elsewhere"}
+        (theirs / store.RUN_META).write_text(json.dumps(meta))
+    before = tree_checksums(out)
+    code, _, err = run_cli(capsys, "compare", "--data", tiny_cohort, "--out", out, "--archs", "plain", "separable",
+                           "--epochs", "1", "--minutes", "0.05")
+    assert code == 2 and f"--out {theirs}" in err and "--force" in err
+    assert ("not a run folder" in err and "notes.txt" in err) if holds == "users_files" else \
+        "made by `pipeline score`" in err
+    assert tree_checksums(out) == before and sorted(p.name for p in out.iterdir()) == ["separable"]  # nor plain/
+
+
+def test_a_shared_ingest_claims_the_folder_before_writing_into_it(tiny_run, tmp_path):
+    # compare and bench/report_real.py give each further run the first one's ingest: never into the user's folder.
+    from pipeline.compare import share_ingest
+    from pipeline.errors import UsageError
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("my notes")
+    with pytest.raises(UsageError, match=r"is not empty \(notes.txt\) and is not a run folder.*--force"):
+        share_ingest(tiny_run, mine)
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+
+
 # --------------------------------------------------------------------------- 2. synth writes only its own cohorts
 def _users_patients(root: Path) -> None:
     """A user's own dataset with ids in the synthetic range (>= 90001), and a file of theirs."""
@@ -352,10 +388,14 @@ def test_every_artifact_gets_the_users_umask_mode(tiny_run):
     mask = os.umask(0o022)
     os.umask(mask)
     expected = 0o666 & ~mask
-    # reviews.sqlite (if an app test added one) is SQLite's own file, created with SQLite's mode.
-    modes = {str(p.relative_to(tiny_run)): stat.S_IMODE(p.stat().st_mode)
-             for p in tiny_run.rglob("*") if p.is_file() and not p.name.startswith(store.REVIEWS)}
-    assert {store.RUN_META, store.PATCHES, store.MODEL, store.SCORES} <= set(modes)
+    # The review stores too (made by ReviewStore with this mode; SQLite gives -wal/-shm the same).
+    from pipeline.reviews import ReviewStore, cohort_store_path
+
+    ReviewStore(cohort_store_path(tiny_run))
+    files = [*tiny_run.rglob("*"), *cohort_store_path(tiny_run).parent.glob("*")]
+    modes = {str(p.relative_to(tiny_run.parent)): stat.S_IMODE(p.stat().st_mode) for p in files if p.is_file()}
+    assert {f"{tiny_run.name}/{n}" for n in (store.RUN_META, store.PATCHES, store.MODEL, store.SCORES)} <= set(modes)
+    assert any(n.endswith(f"/{store.REVIEWS}") and n.startswith("_cohorts/") for n in modes)
     wrong = {name: oct(mode) for name, mode in modes.items() if mode != expected}
     assert not wrong, f"expected {oct(expected)} for every file"
 
