@@ -56,7 +56,7 @@ import pandas as pd
 
 from pipeline.names import is_patient_id, is_slide_patient_id
 
-# Keys of pipeline.reviews.VERDICTS (tests check the two agree); pipeline code does not import app/.
+# The verdicts, defined here once (pipeline.reviews.VERDICTS gives each its label).
 VERDICTS = ("agree", "label_wrong", "unsure")
 PATCH_KEY = ["patient_id", "x", "y"]
 REQUIRED_REVIEW_COLUMNS = ("patient_id", "x", "y", "verdict", "reviewer", "created_at")

@@ -18,6 +18,7 @@ import pandas as pd
 from model.config import ARCHITECTURES, TrainConfig
 from pipeline import runfolder, store
 from pipeline.errors import positive_number
+from pipeline.names import RUNS_DIR
 from pipeline.run import run_pipeline
 from pipeline.store import TEST
 
@@ -117,7 +118,7 @@ def to_markdown(table: pd.DataFrame, minutes: float) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The `compare` command's options: the architectures, the time budget and the other TrainConfig settings."""
     parser.add_argument("--data", type=Path, required=True)
-    parser.add_argument("--out", type=Path, default=Path("runs/compare"))
+    parser.add_argument("--out", type=Path, default=Path(RUNS_DIR) / "compare")
     parser.add_argument("--archs", nargs="+", choices=ARCHITECTURES, default=list(ARCHITECTURES))
     parser.add_argument("--minutes", type=positive_number, default=5.0, help="training time budget per architecture")
     TrainConfig.add_cli_options(parser, exclude=("arch",))

@@ -47,6 +47,12 @@ x-2+width and rows y-1 .. y-2+height (app/slides.py rebuild_slide places it at
 (x-1+width, y-1+height): an image of the slide rebuilt by the app lines up with the tiles, and an
 edge patch keeps its true, smaller size.
 
+Whole-slide runs (ingest-slides) tile a slide in a frame resampled to the dataset's 4 um/px, while
+QuPath opens the slide itself at level 0. Their export is written with the slide's ``scale``
+(level-0 pixels per resampled pixel, run.json ``slides``): every ring is multiplied by it, so the
+tiles lie on the slide in QuPath, and the collection's ``idc_review`` member and each feature's
+metadata record it ("scale"), so :func:`features_to_patches` reads the dataset coordinates back.
+
 Ring orientation. The exterior ring is (x0, y0) -> (x1, y0) -> (x1, y1) -> (x0, y1) -> (x0, y0):
 5 positions, first = last. Its signed (shoelace) area is +width*height, i.e. counter-clockwise in
 the x-right / y-up sense RFC 7946 section 3.1.6 states its right-hand rule in, so GeoJSON
@@ -102,11 +108,25 @@ def patch_box(x, y, width, height):
     return np.asarray(x) - 1, np.asarray(y) - 1, np.asarray(width), np.asarray(height)
 
 
-def patch_ring(x: int, y: int, width: int, height: int) -> list[list[int]]:
-    """The closed exterior ring of patch (x, y) in QuPath pixel coordinates (see the module docstring)."""
+def patch_ring(x: int, y: int, width: int, height: int, scale: float = 1.0) -> list[list[float]]:
+    """The closed exterior ring of patch (x, y) in QuPath pixel coordinates (see the module docstring);
+    ``scale``: level-0 pixels per run pixel (a whole-slide run's; 1 for the dataset's patches)."""
     x0, y0 = int(x) - 1, int(y) - 1
     x1, y1 = x0 + int(width), y0 + int(height)
+    if scale != 1:
+        x0, y0, x1, y1 = (round(v * scale, 3) for v in (x0, y0, x1, y1))
     return [[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]
+
+
+def check_scale(scale) -> float:
+    """A slide's level-0 pixels per run pixel: a finite number > 0, else ValueError."""
+    try:
+        value = float(scale)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not (np.isfinite(value) and value > 0):
+        raise ValueError(f"scale must be a number > 0 (level-0 pixels per run pixel), got {scale!r}")
+    return value
 
 
 def signed_area(ring) -> float:
@@ -155,7 +175,8 @@ def _check_rows(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def patches_to_feature_collection(rows: pd.DataFrame, threshold: float, verdicts: pd.DataFrame | None = None,
-                                  slide_name: str | None = None, object_type: str = "tile") -> dict:
+                                  slide_name: str | None = None, object_type: str = "tile",
+                                  scale: float = 1.0) -> dict:
     """One slide's patches as a QuPath-ready FeatureCollection (a dict; :func:`write_geojson` writes it).
 
     ``rows``: one patient's patches with patient_id, x, y, width, height, label, prob (e.g. the
@@ -163,10 +184,12 @@ def patches_to_feature_collection(rows: pd.DataFrame, threshold: float, verdicts
     threshold) behind the classification, "predicted" and "outcome". ``verdicts``: a reviews table
     (as pipeline.reviews gives it; superseded reviews may be in it): each reviewer's latest verdict goes
     into the patch's feature; reviews of patches not in ``rows`` are not written. ``slide_name``
-    (default: the patient id) is recorded in the collection's ``idc_review`` member. Features are in
-    reading order (y, then x). Raises ValueError for rows of several patients or bad values.
+    (default: the patient id) is recorded in the collection's ``idc_review`` member. ``scale``: the
+    slide's level-0 pixels per run pixel, for a whole-slide run (see the module docstring). Features
+    are in reading order (y, then x). Raises ValueError for rows of several patients or bad values.
     """
     threshold = check_threshold(threshold)
+    scale = check_scale(scale)
     if object_type not in OBJECT_TYPES:
         raise ValueError(f"object_type must be one of {OBJECT_TYPES}, got {object_type!r}")
     patches = _check_rows(rows)
@@ -196,12 +219,12 @@ def patches_to_feature_collection(rows: pd.DataFrame, threshold: float, verdicts
         for v in votes.values():
             tally[v] += 1
         metadata = {"patient_id": patient_id, "x": str(x), "y": str(y), "label": names[lab],
-                    "predicted": names[pred], "outcome": out,
+                    "predicted": names[pred], "outcome": out, **({} if scale == 1 else {"scale": repr(scale)}),
                     **{f"{VERDICT_PREFIX}{r}": v for r, v in sorted(votes.items())}}
         features.append({
             "type": "Feature",
             "id": patch_id(patient_id, x, y),
-            "geometry": {"type": "Polygon", "coordinates": [patch_ring(x, y, w, h)]},
+            "geometry": {"type": "Polygon", "coordinates": [patch_ring(x, y, w, h, scale)]},
             "properties": {
                 "objectType": object_type,
                 "name": f"{patient_id}_idx5_x{x}_y{y}",
@@ -216,20 +239,23 @@ def patches_to_feature_collection(rows: pd.DataFrame, threshold: float, verdicts
         "type": "FeatureCollection",
         FOREIGN_MEMBER: {"format_version": FORMAT_VERSION, "slide": slide_name or patient_id,
                          "patient_id": patient_id, "threshold": threshold, "object_type": object_type,
-                         "n_patches": len(features), "note": "Research tool, not for clinical use."},
+                         "n_patches": len(features), "scale": scale, "note": "Research tool, not for clinical use."},
         "features": features,
     }
 
 
 def feature_collections_by_patient(rows: pd.DataFrame, threshold: float, verdicts: pd.DataFrame | None = None,
-                                   object_type: str = "tile") -> dict[str, dict]:
-    """patient_id -> its FeatureCollection, for every patient in ``rows`` (sorted by patient id)."""
-    out = {}
+                                   object_type: str = "tile", scales: dict[str, float] | None = None
+                                   ) -> dict[str, dict]:
+    """patient_id -> its FeatureCollection, for every patient in ``rows`` (sorted by patient id);
+    ``scales``: patient -> its slide's level-0 pixels per run pixel (whole-slide runs; 1 when absent)."""
+    out, scales = {}, scales or {}
     pid = rows["patient_id"].astype(str)
     vpid = verdicts["patient_id"].astype(str) if verdicts is not None and len(verdicts) else None
     for patient in sorted(pid.unique()):
         mine = None if vpid is None else verdicts[vpid == patient]
-        out[patient] = patches_to_feature_collection(rows[pid == patient], threshold, mine, object_type=object_type)
+        out[patient] = patches_to_feature_collection(rows[pid == patient], threshold, mine, object_type=object_type,
+                                                     scale=scales.get(patient, 1.0))
     return out
 
 
@@ -249,11 +275,12 @@ def write_geojson(path: Path | str, fc: dict) -> Path:
 
 
 def write_patient_geojson(folder: Path | str, rows: pd.DataFrame, threshold: float,
-                          verdicts: pd.DataFrame | None = None, object_type: str = "tile") -> dict[str, Path]:
+                          verdicts: pd.DataFrame | None = None, object_type: str = "tile",
+                          scales: dict[str, float] | None = None) -> dict[str, Path]:
     """One ``<patient_id>.geojson`` per patient in ``folder`` (each written atomically); patient -> path."""
     folder = Path(folder)
     return {pid: write_geojson(folder / f"{pid}.geojson", fc)
-            for pid, fc in feature_collections_by_patient(rows, threshold, verdicts, object_type).items()}
+            for pid, fc in feature_collections_by_patient(rows, threshold, verdicts, object_type, scales).items()}
 
 
 # --------------------------------------------------------------------------- validation and reading
@@ -419,6 +446,11 @@ def features_to_patches(features: list[dict]) -> tuple[pd.DataFrame, pd.DataFram
                             "measurements P(IDC))")
             continue
         ring = np.asarray(geometry["coordinates"][0], np.float64)[:, :2]
+        try:  # a whole-slide run's export is in level-0 pixels: back to the run's frame
+            ring = np.round(ring / check_scale(meta.get("scale", 1.0)), 3)
+        except ValueError as exc:
+            problems.append(f"feature {i}: metadata {exc}")
+            continue
         x0, y0 = ring.min(axis=0)
         x1, y1 = ring.max(axis=0)
         x, y = int(x0) + 1, int(y0) + 1

@@ -153,9 +153,11 @@ def idc_regions(annotation_file: Path, scale: float, idc_class: str) -> list:
     """The IDC polygons of an annotation file in level-0 pixels.
 
     QuPath's export is in level-0 pixels. The project's own export (pipeline/export_geojson.py,
-    recognised by its ``idc_review`` member) is in the run's resampled frame, so it is scaled by
-    ``scale`` back to level 0; its patch tiles classified IDC are the regions (a pathologist who
-    reclassified tiles in QuPath exports them with their new class).
+    recognised by its ``idc_review`` member) is in the run's frame times the scale it records (a
+    whole-slide run's export is in level-0 pixels; one written before the scale was recorded, or of
+    dataset patches, has scale 1), so it is brought to this slide's level 0 by ``scale`` / that
+    scale. The project's patch tiles classified IDC are the regions (a pathologist who reclassified
+    tiles in QuPath exports them with their new class).
     """
     from pipeline import geojson
 
@@ -165,10 +167,14 @@ def idc_regions(annotation_file: Path, scale: float, idc_class: str) -> list:
     except (OSError, ValueError) as exc:  # GeoJSONError is a ValueError
         raise wsi.SlideError(f"annotations {annotation_file}: {exc}; fix the file, or remove it to tile the slide "
                              "unlabelled") from None
-    ours = isinstance(raw, dict) and geojson.FOREIGN_MEMBER in raw
+    member = raw.get(geojson.FOREIGN_MEMBER) if isinstance(raw, dict) else None
     regions = geojson.regions_from_geojson(features, classification=idc_class, object_types=None)
-    if ours:
-        regions = [geojson.Region(r.exterior * scale, tuple(h * scale for h in r.holes), r.classification,
+    if isinstance(member, dict):
+        try:
+            factor = scale / geojson.check_scale(member.get("scale", 1.0))
+        except ValueError as exc:
+            raise wsi.SlideError(f"annotations {annotation_file}: {exc}; export the run again") from None
+        regions = [geojson.Region(r.exterior * factor, tuple(h * factor for h in r.holes), r.classification,
                                   r.feature_index) for r in regions]
     return regions
 

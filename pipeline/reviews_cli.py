@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline import agreement, exports, geojson, reviews, store
+from pipeline import agreement, exports, geojson, reviews, store, wsi
 from pipeline.errors import UsageError, non_negative_int
 from pipeline.metrics import check_threshold
 
@@ -106,6 +106,7 @@ def cmd_export(args) -> int:
         return 0
     rows = _patch_rows(run).loc[np.sort(reviewed)]
     written = geojson.write_patient_geojson(args.out, rows, threshold, verdicts=resolved.found,
+                                            scales=wsi.slide_scales(run.meta),
                                             object_type=args.object_type)
     print(f"{len(rows):,} reviewed patches of {len(written)} patients at threshold {threshold:.3f} -> {args.out}/ "
           "(one <patient>.geojson per slide: drag it onto the slide's image in QuPath)")
@@ -173,6 +174,7 @@ def cmd_export_geojson(args) -> int:
     except reviews.LegacyReviewsError as exc:
         print(f"warning: reviews left out: {exc.reason}", file=sys.stderr)
     written = geojson.write_patient_geojson(args.out, _patch_rows(run), threshold, verdicts=verdicts,
+                                            scales=wsi.slide_scales(run.meta),
                                             object_type=args.object_type)
     print(f"{len(run.table):,} patches of {len(written)} patients at threshold {threshold:.3f} -> {args.out}/ "
           "(one <patient>.geojson per slide, with each reviewer's latest verdict)")

@@ -202,6 +202,12 @@ def consecutive_runs(columns: np.ndarray, longest: int) -> list[tuple[int, int]]
     return runs
 
 
+def slide_scales(run_meta: dict) -> dict[str, float]:
+    """patient -> its slide's level-0 pixels per run pixel, from run.json ``slides`` ({} for a dataset run)."""
+    return {str(pid): float(info["scale"]) for pid, info in (run_meta.get("slides") or {}).items()
+            if isinstance(info, dict) and "scale" in info}
+
+
 # --------------------------------------------------------------------------- the app's inspector
 def read_region_at_full_resolution(run_meta: dict, patient_id: str, x: int, y: int,
                                    margin: int = 0) -> np.ndarray:

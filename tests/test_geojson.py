@@ -358,3 +358,39 @@ def test_unlabelled_patches_export_without_a_label_or_an_outcome(slide_rows):
     mixed = slide_rows.assign(label=np.where(np.arange(len(slide_rows)) % 2, -1, slide_rows["label"]))
     outcomes = {f["properties"]["metadata"]["outcome"] for f in gj.patches_to_feature_collection(mixed, THRESHOLD)["features"]}
     assert gj.UNLABELLED_OUTCOME in outcomes and outcomes - {gj.UNLABELLED_OUTCOME} <= set(gj.OUTCOMES)
+
+
+def test_a_whole_slide_runs_export_is_in_the_slides_level_0_pixels(slide_rows, tmp_path):
+    scale = 4.0 / 0.25  # a 0.25 um/px scan tiled at the dataset's 4 um/px: 16 level-0 pixels per run pixel
+    fc = gj.patches_to_feature_collection(slide_rows, THRESHOLD, scale=scale)
+    gj.validate_feature_collection(fc)
+    assert fc[gj.FOREIGN_MEMBER]["scale"] == scale
+    for f in fc["features"]:
+        meta = f["properties"]["metadata"]
+        x, y = int(meta["x"]), int(meta["y"])
+        row = slide_rows[(slide_rows["x"] == x) & (slide_rows["y"] == y)].iloc[0]
+        x0, y0 = (x - 1) * scale, (y - 1) * scale
+        x1, y1 = x0 + int(row["width"]) * scale, y0 + int(row["height"]) * scale
+        assert f["geometry"]["coordinates"][0] == [[x0, y0], [x1, y0], [x1, y1], [x0, y1], [x0, y0]]
+    # Read back in the run's frame: the same patches, sizes and figures as written.
+    path = gj.write_geojson(tmp_path / "slide.geojson", fc)
+    rows, _ = gj.features_to_patches(gj.read_geojson(path))
+    want = slide_rows.sort_values(["y", "x"])
+    assert rows[["x", "y", "width", "height"]].to_numpy().tolist() == \
+        want[["x", "y", "width", "height"]].to_numpy().astype(int).tolist()
+    with pytest.raises(ValueError, match="scale"):
+        gj.patches_to_feature_collection(slide_rows, THRESHOLD, scale=0)
+
+
+def test_annotations_from_our_export_land_on_the_slides_level_0(tmp_path):
+    from pipeline import ingest_slides
+
+    rows = pd.DataFrame({"patient_id": "p", "x": [51, 101], "y": [1, 1], "width": 50, "height": 50,
+                         "label": 0, "prob": [0.9, 0.1]})
+    scale = 8.0
+    box = (50 * scale, 0.0, 100 * scale, 50 * scale)  # the IDC tile (51, 1) on the slide, level-0 pixels
+    for written_with in (scale, 1.0):  # a whole-slide run's export, and one in the run's frame
+        path = gj.write_geojson(tmp_path / f"p{written_with}.geojson",
+                                gj.patches_to_feature_collection(rows, 0.5, scale=written_with))
+        regions = ingest_slides.idc_regions(path, scale, "IDC")
+        assert [r.bounds for r in regions] == [box]

@@ -322,6 +322,23 @@ def test_score_run_scores_slide_runs_in_place(slides, tmp_path, capsys):
     run = store.load_run(labelled)  # what the app loads
     assert len(run.table) == len(store.read_manifest(labelled)) and run.table["prob"].between(0, 1).all()
     assert (run.table["split"] == "test").all() and run.mpp == DATASET_MPP
+    # Exported for QuPath in the slide's level-0 pixels; read back as annotations, its IDC tiles are the
+    # patches the model called IDC (the round trip through the slide's own frame).
+    assert main(["export-geojson", "--run", str(labelled), "--out", str(tmp_path / "qupath"),
+                 "--threshold", "0.5"]) == 0
+    fc = json.loads((tmp_path / "qupath" / "case_01.geojson").read_text())
+    table = run.table.set_index(["x", "y"])
+    for f in fc["features"]:
+        x, y = int(f["properties"]["metadata"]["x"]), int(f["properties"]["metadata"]["y"])
+        ring = np.asarray(f["geometry"]["coordinates"][0])
+        w, h = table.loc[(x, y), ["width", "height"]]
+        assert ring.min(axis=0).tolist() == [(x - 1) * SCALE, (y - 1) * SCALE]
+        assert ring.max(axis=0).tolist() == [(x - 1 + w) * SCALE, (y - 1 + h) * SCALE]
+    again = tmp_path / "again"
+    ingest_slides.ingest_slides([slides / "case 01.tif"], again, annotations=[tmp_path / "qupath"], progress=False)
+    relabelled = store.read_manifest(again).set_index(["x", "y"])["label"]
+    called = (table["prob"] >= 0.5).astype(int)
+    assert relabelled.loc[called.index].tolist() == called.tolist()
     assert main(["score", "--run", str(trained), "--out", str(unlabelled)]) == 0
     assert "unlabelled" in capsys.readouterr().out
     assert store.load_run(unlabelled).thresholds == {"default": 0.5}  # carried over; no metrics without labels
