@@ -10,6 +10,8 @@ Three ways, first match wins:
 - **Neither** (e.g. one person on localhost): the reviewer types their name once per session.
 
 The name lives in session state (``reviewer``), never in the URL; "Switch reviewer" clears it.
+With the login, app/state.py's resolve_view settles it from :func:`logged_in_name` before anything
+is drawn; otherwise only the sign-in callbacks write it. The sidebar only reads it.
 """
 from __future__ import annotations
 
@@ -67,6 +69,16 @@ def auth_configured() -> bool:
         return False
 
 
+def logged_in_name() -> str | None:
+    """With Streamlit's login configured, the logged-in user's name (or email; empty when logged out);
+    None without it (the reviewer then signs in in the sidebar)."""
+    if not auth_configured():
+        return None
+    if not getattr(st.user, "is_logged_in", False):
+        return ""
+    return str(st.user.get("name") or st.user.get("email") or "").strip()
+
+
 def current() -> str:
     """The signed-in reviewer's name for this session; empty when nobody is signed in."""
     return str(st.session_state.get("reviewer") or "").strip()
@@ -86,16 +98,13 @@ def _switch() -> None:
 
 def sidebar() -> None:
     """The sign-in box in the sidebar: 'Signed in as X' with a switch button, or the way to sign in."""
-    ss = st.session_state
     with st.sidebar:
         st.markdown("**Reviewer**")
         if auth_configured():
-            if getattr(st.user, "is_logged_in", False):
-                ss.reviewer = str(st.user.get("name") or st.user.get("email") or "").strip()
-                st.caption(f":material/person: Signed in as **{ss.reviewer}**")
+            if getattr(st.user, "is_logged_in", False):  # the name: settled by state.resolve_view
+                st.caption(f":material/person: Signed in as **{current()}**")
                 st.button("Log out", key="log_out", on_click=st.logout, icon=":material/logout:")
             else:
-                ss.reviewer = ""
                 st.button("Log in to review", key="log_in", on_click=st.login, icon=":material/login:")
             return
         if current():

@@ -146,7 +146,8 @@ def slide_progress(patient_ids, reviews: pd.DataFrame, status: pd.DataFrame) -> 
     ``status`` the latest slide status per patient (patient_id, status, reviewer, created_at; status
     'in_review', 'done' or 'reopened'). Done = the latest status is 'done' (by whom marked it, when);
     otherwise a patient with a review or a status row is in review (by its reviewers, at the latest
-    review), and one with neither is not started.
+    review; a slide with a status row but no review yet, e.g. reopened: by whom set it, when), and
+    one with neither is not started.
     """
     ids = pd.Index([str(p) for p in patient_ids], name="patient_id")
     out = pd.DataFrame({"progress": PROGRESS[0], "by": "", "when": "", "patches_reviewed": 0}, index=ids)
@@ -163,6 +164,9 @@ def slide_progress(patient_ids, reviews: pd.DataFrame, status: pd.DataFrame) -> 
         st_ = st_[st_["patient_id"].isin(ids)].set_index("patient_id")
         done = st_[st_["status"] == "done"]
         out.loc[st_.index, "progress"] = PROGRESS[1]
+        unnamed = st_[out.loc[st_.index, "by"].eq("").to_numpy()]  # in review without a review yet
+        out.loc[unnamed.index, "by"] = unnamed["reviewer"].astype(str)
+        out.loc[unnamed.index, "when"] = unnamed["created_at"].astype(str)
         out.loc[done.index, "progress"] = PROGRESS[2]
         out.loc[done.index, "by"] = done["reviewer"].astype(str)
         out.loc[done.index, "when"] = done["created_at"].astype(str)
@@ -171,13 +175,30 @@ def slide_progress(patient_ids, reviews: pd.DataFrame, status: pd.DataFrame) -> 
 
 
 def progress_text(progress: pd.Series) -> str:
-    """One patient's progress in a few words, e.g. 'done by A' or 'in review · 3 patches'."""
+    """One patient's progress in a few words, e.g. 'done by A' or 'in review by A, B · 3 patches reviewed'
+    (when: :func:`progress_when`)."""
+    by = f" by {progress['by']}" if progress["by"] else ""
     if progress["progress"] == PROGRESS[2]:
-        return f"done by {progress['by']}"
+        return f"done{by}"
     if progress["progress"] == PROGRESS[1]:
         n = int(progress["patches_reviewed"])
-        return f"in review · {n:,} patch{'es' * (n != 1)} reviewed"
+        return f"in review{by} · {n:,} patch{'es' * (n != 1)} reviewed"
     return PROGRESS[0]
+
+
+def progress_when(progress: pd.Series) -> str:
+    """When a slide was marked done, or last reviewed while in review, as 'YYYY-MM-DD HH:MM UTC'; empty
+    when not started (or not known)."""
+    if progress["progress"] == PROGRESS[0] or not progress["when"]:
+        return ""
+    return f"{str(progress['when']).replace('T', ' ')[:16]} UTC"
+
+
+def unreviewed(patient_ids, progress: pd.DataFrame, keep=None) -> list:
+    """The patients of ``patient_ids`` whose slide review is not done (``progress``: :func:`slide_progress`
+    of the run), in order; ``keep`` (e.g. the open patient) stays listed. The one definition of every
+    "Only unreviewed patients" filter."""
+    return [p for p in patient_ids if progress.at[str(p), "progress"] != PROGRESS[2] or (keep is not None and p == keep)]
 
 
 def n_pages(n_items: int, per_page: int) -> int:

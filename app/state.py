@@ -9,11 +9,18 @@ a widget's state when a page that does not draw it runs). There is one way to ch
   :func:`go_to` as their ``on_click`` / ``on_select``. Callbacks run before the script, so every
   page draws with the new value at once.
 - **:func:`resolve_view` fills in what is missing, before anything is drawn.** Run from app/main.py
-  once per run of the script, it picks the default run (the newest that loads), loads it, drops a
-  patient or patch the run does not have (:func:`fit_to_run`), and fills the page's defaults: a
-  patient on the Patient viewer and the Patch inspector (the first test patient), a patch on the
-  Patch inspector (the patient's most confident error). Pages and widgets only read state; the run
-  is :func:`current_run`.
+  once per run of the script, it settles the reviewer of Streamlit's login (:func:`_settle_reviewer`),
+  picks the default run (the newest that loads), loads it, drops a patient or patch the run does not
+  have (:func:`fit_to_run`), and fills the page's defaults: a patient on the Patient viewer and the
+  Patch inspector (the first test patient), a patch on the Patch inspector (the patient's most
+  confident error), run B on Compare runs (the newest other run that loads). Pages and widgets only
+  read state; the run is :func:`current_run`.
+- **A page's own list is settled by one helper, before the list is drawn.** What depends on a list
+  only the page computes (from its own widgets) cannot be filled in by resolve_view; the one helper
+  per such list is, besides callbacks and resolve_view, the only other writer of that state, called
+  by its page once the list is known and before any of it is drawn: :func:`fit_gallery` (the errors
+  gallery's current card and page) and :func:`fit_patient` (a page that lists only some patients,
+  e.g. those both compared runs scored).
 - **:func:`go_to` switches pages.** A callback calls ``go_to(page, patient=..., patch=...)``: it
   sets the view and a pending page, and app/main.py switches to it before anything is drawn
   (``st.switch_page`` cannot be called in a callback: the pages are not registered yet).
@@ -29,9 +36,10 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+import pandas as pd
 import streamlit as st
 
-from app import loaders, selection
+from app import identity, loaders, selection
 from pipeline import store
 from pipeline.metrics import check_threshold
 
@@ -154,12 +162,14 @@ def fragment(body: Callable) -> Callable:
 def resolve_view(run_paths: list[Path], page: str) -> store.Run | None:
     """Fill in the state ``page`` needs, before anything is drawn; returns the run (None if broken).
 
-    The one place besides callbacks that writes state: the default run is the newest one that
+    The one place besides callbacks (and a page's own list helpers: :func:`fit_gallery`,
+    :func:`fit_patient`) that writes state: the reviewer of Streamlit's login; the default run is the newest one that
     loads (a broken run, e.g. a corrupt file or an interrupted pipeline, stays in the picker and
     shows what is wrong only when someone picks it); a patient or patch the run does not have is
     dropped (:func:`fit_to_run`); then the page's defaults (:func:`_page_defaults`).
     """
     ss = st.session_state
+    _settle_reviewer()
     by_name = {p.name: p for p in run_paths}
     if ss.run not in by_name:
         ss.run = (loaders.first_loadable(run_paths) or run_paths[0]).name
@@ -171,16 +181,30 @@ def resolve_view(run_paths: list[Path], page: str) -> store.Run | None:
         ss[_RUN_PROBLEM] = loaders.public_message(exc, by_name[ss.run])
         return None
     fit_to_run(run)
-    _page_defaults(run, page)
+    _page_defaults(run, page, run_paths)
     ss[_RUN] = run
     return run
 
 
-def _page_defaults(run: store.Run, page: str) -> None:
+def _settle_reviewer() -> None:
+    """With Streamlit's login configured, the reviewer is the logged-in user (nobody when logged out),
+    settled before the sidebar draws it; otherwise the name stays the one signed in by callback."""
+    name = identity.logged_in_name()
+    if name is not None:
+        st.session_state.reviewer = name
+
+
+def _page_defaults(run: store.Run, page: str, run_paths: list[Path]) -> None:
     """The Patient viewer and the Patch inspector show a patient: the first test patient unless one
     is chosen; the inspector shows a patch: the patient's most confident error (the patch a
-    reviewer most likely came for), or its most probable patch when it has no error."""
+    reviewer most likely came for), or its most probable patch when it has no error. Compare runs
+    compares with run B: the newest other run that loads, unless another run was picked."""
     ss = st.session_state
+    if page == "compare":
+        others = [p for p in run_paths if p.name != run.name]
+        if others and ss.get("compare_b") not in {p.name for p in others}:
+            ss.compare_b = (loaders.first_loadable(others) or others[0]).name
+        return
     if page not in ("patient", "inspector"):
         return
     if ss.patient is None:  # fit_to_run has dropped a patient the run does not have
@@ -189,6 +213,44 @@ def _page_defaults(run: store.Run, page: str) -> None:
         rows = run.table[run.table["patient_id"] == ss.patient]
         worst = selection.errors(rows, ss.threshold)
         ss.patch = int(worst.index[0] if len(worst) else rows["prob"].idxmax())
+
+
+# --------------------------------------------------------------------------- a page's own list
+def fit_gallery(listing: tuple, items: pd.Index, per_page: int) -> int:
+    """Settle the errors gallery's current card and page for the list ``items`` (patch rows, in order);
+    returns the current card's position in the list.
+
+    Called by app/views/errors.py once its list is known and before the list is drawn: besides the
+    callbacks (``gallery_current`` by "Make current" and the review keys, ``gallery_page`` by the
+    pagination) the one place that writes this state. ``listing`` names the list (mode, patient,
+    split, error kinds or queue order...): a new list starts at its first patch; a list that only
+    changed (a patch reviewed out of the queue, a new threshold) keeps its current patch. The page
+    follows the current card (J past a page's last card turns the page); with no current card (a new
+    list, or the reviewer turned the page) the page's first card is current.
+    """
+    ss = st.session_state
+    if ss.get("gallery_listing") != listing:
+        ss.gallery_listing, ss.gallery_current = listing, None
+        if ss.get("gallery_page", 1) != 1:
+            ss.gallery_page = 1
+    found_at = -1 if ss.get("gallery_current") is None else items.get_indexer([ss.gallery_current])[0]
+    position, page = selection.focus_position(len(items), None if found_at < 0 else int(found_at),
+                                              ss.get("gallery_page", 1), per_page)
+    if ss.get("gallery_page", 1) != page:  # only when it moves: a write is the widget's new value (and logs a warning)
+        ss.gallery_page = page
+    if len(items):
+        ss.gallery_current = int(items[position])
+    return position
+
+
+def fit_patient(patient_ids: list[str]) -> str:
+    """Keep the open patient when ``patient_ids`` (a page's list, non-empty) has it, else open the
+    first of them (no patch); returns the patient. For a page that lists only some patients (Compare
+    runs: those both runs scored in the split), called before its patient picker is drawn."""
+    ss = st.session_state
+    if ss.patient not in patient_ids:
+        ss.patient, ss.patch = str(patient_ids[0]), None
+    return ss.patient
 
 
 def current_run() -> store.Run:

@@ -120,7 +120,7 @@ def patient_picker(run: store.Run, reviews: RunReviews | None = None) -> str:
              for r in patients.itertuples()}
     if st.toggle("Only unreviewed patients", key="only_unreviewed",
                  help="List only the patients whose slide is not marked done (the open one stays listed)"):
-        ids = [p for p in ids if progress.at[str(p), "progress"] != selection.PROGRESS[2] or p == ss.patient]
+        ids = selection.unreviewed(ids, progress, keep=ss.patient)
     i = ids.index(ss.patient)
     prev_col, pick_col, next_col = st.columns([1, 6, 1], vertical_alignment="bottom")
     prev_col.button("Previous", icon=":material/arrow_back:", disabled=i == 0, key="prev_patient",
@@ -161,7 +161,7 @@ def slide_done_control(run: store.Run, patient_id: str) -> None:
     progress = loaders.progress(run).loc[str(patient_id)]
     done = progress["progress"] == selection.PROGRESS[2]
     text_col, button_col = st.columns([5, 2], vertical_alignment="center")
-    when = f" ({str(progress['when']).replace('T', ' ')[:16]} UTC)" if done and progress["when"] else ""
+    when = f" ({when})" if (when := selection.progress_when(progress)) else ""  # done, or the latest review
     text_col.markdown(f":material/fact_check: Slide review: **{selection.progress_text(progress)}**{when}")
     signed_in = bool(identity.current())
     button_col.button("Reopen slide" if done else "Mark slide done", key="slide_done",

@@ -81,10 +81,16 @@ def test_a_review_in_one_run_shows_in_the_other_and_slides_are_marked_done(monke
     history = [d.value for d in other.dataframe if "note" in d.value]
     assert history and {"seen in run A", "second opinion"} <= set(history[0]["note"])
     log = start(monkeypatch, run_b, "views/review_log.py")
+    # One reviewer's newer verdict supersedes only their own older one: both reviewers' latest are listed.
+    assert {"seen in run A", "second opinion"} <= set(log.dataframe[0].value["note"])
+    assert any("each reviewer's latest" in m.label for m in log.metric)
     log.toggle(key="reviews_history").set_value(True).run()
     assert {"seen in run A", "second opinion"} <= set(log.dataframe[0].value["note"])
 
     viewer = start(monkeypatch, run_b, "views/patient.py", patient=patient)
+    # In review, by whom and when (the latest review), as done says it.
+    assert any("in review by Dr A, Dr B · 1 patch reviewed" in m.value and " UTC)" in m.value
+               for m in viewer.markdown)
     sign_in(viewer, "Dr A")
     viewer.button(key="slide_done").click().run()
     assert not viewer.exception
@@ -94,6 +100,16 @@ def test_a_review_in_one_run_shows_in_the_other_and_slides_are_marked_done(monke
     assert any(o.startswith(patient) and o.endswith("done by Dr A") for o in viewer.selectbox(key="w_patient").options)
     overview = start(monkeypatch, run_a, "views/overview.py", split="all")
     assert any("slides done 1 of" in c.value for c in overview.caption)
+
+    def per_patient_ids() -> list[str]:
+        table = next(d.value for d in overview.dataframe if "review" in d.value.columns)
+        return table["patient_id"].astype(str).tolist()
+
+    listed = per_patient_ids()
+    assert patient in listed and len(listed) > 1
+    overview.toggle(key="overview_only_unreviewed").set_value(True).run()
+    assert not overview.exception
+    assert per_patient_ids() == [p for p in listed if p != patient]  # the done slide leaves, the others stay
 
 
 def test_agreement_page_shows_cohens_kappa_as_sklearn(monkeypatch, two_runs):
@@ -155,3 +171,26 @@ def test_overview_measures_against_reviewed_labels(monkeypatch, two_runs):
     assert any("3 labels changed on the test split" in i.value and "Rule: A dataset label is flipped" in i.value
                for i in at.info)
     assert [m.value for m in at.metric] != before  # the metrics follow the reviewed labels
+
+
+def test_an_empty_reviews_page_names_the_cohort_store(monkeypatch, two_runs):
+    run_a, _ = two_runs
+    at = start(monkeypatch, run_a, "views/review_log.py")
+    assert not at.exception
+    text = " ".join(i.value for i in at.info)
+    assert "No reviews yet" in text and f"`{reviews.COHORTS_DIR}/" in text and "reviews.sqlite" in text
+    assert "shared by every run of the same data" in text and "this run folder" not in text
+    assert str(run_a.parent) not in text  # no server path
+
+
+def test_the_compare_pages_patient_is_the_shared_patient(monkeypatch, two_runs):
+    run_a, run_b = two_runs
+    at = start(monkeypatch, run_a, "views/compare.py", split="all")
+    assert not at.exception
+    assert at.session_state.compare_b == run_b.name == at.selectbox(key="w_compare_b").value  # the default run B
+    picker = at.selectbox(key="w_patient")
+    assert at.session_state.patient == picker.value  # the patient shown is the shared state's
+    other = next(o.split(" · ")[0] for o in picker.options if not o.startswith(f"{picker.value} · "))
+    at.selectbox(key="w_patient").set_value(other).run()
+    assert not at.exception
+    assert at.session_state.patient == other and at.session_state.patch is None

@@ -110,7 +110,7 @@ def test_spread_over_patients_takes_turns_keeping_each_patients_order():
 def test_slide_progress_not_started_in_review_done_and_reopened():
     import pandas as pd
 
-    from app.selection import progress_text, slide_progress
+    from app.selection import progress_text, progress_when, slide_progress, unreviewed
 
     reviews = pd.DataFrame({"patient_id": ["a", "a", "b"], "row": [1, 1, 5], "reviewer": ["A", "B", "A"],
                             "created_at": ["2025-01-01T00:00", "2025-01-02T00:00", "2025-01-03T00:00"]})
@@ -121,6 +121,14 @@ def test_slide_progress_not_started_in_review_done_and_reopened():
     assert out.loc["a", "patches_reviewed"] == 1 and out.loc["a", "by"] == "A, B"
     assert out.loc["b", "by"] == "A" and out.loc["b", "when"] == "2025-01-04T00:00"
     assert progress_text(out.loc["b"]) == "done by A" and progress_text(out.loc["d"]) == "not started"
+    # In review says by whom and when, as done does: the reviewers and the latest review...
+    assert progress_text(out.loc["a"]) == "in review by A, B · 1 patch reviewed"
+    assert progress_when(out.loc["a"]) == "2025-01-02 00:00 UTC" and progress_when(out.loc["b"]) == "2025-01-04 00:00 UTC"
+    # ...or, reopened without a review since, whoever reopened it, when.
+    assert progress_text(out.loc["c"]) == "in review by B · 0 patches reviewed"
+    assert progress_when(out.loc["c"]) == "2025-01-05 00:00 UTC" and progress_when(out.loc["d"]) == ""
+    assert unreviewed(["a", "b", "c", "d"], out) == ["a", "c", "d"]
+    assert unreviewed(["a", "b", "c", "d"], out, keep="b") == ["a", "b", "c", "d"]
     empty = slide_progress(["a"], reviews.iloc[:0], status.iloc[:0])
     assert empty["progress"].tolist() == ["not started"]
 

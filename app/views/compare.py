@@ -33,16 +33,10 @@ if not others:
             f"{loaders.runs_dir()}/{run_a.name}-plain --arch plain", language="bash")
     st.stop()
 by_name = {p.name: p for p in others}
-if ss.get("compare_b") not in by_name:  # the newest other run that loads, unless one was picked
-    default = (loaders.first_loadable(others) or others[0]).name
-else:
-    default = ss.compare_b
-ss.w_compare_b = default
-st.selectbox("Run B, compared with run A (the sidebar's run)", list(by_name), key="w_compare_b",
-             format_func=lambda name: state.run_label(by_name[name]),
-             on_change=lambda: ss.update(compare_b=ss.w_compare_b),
-             help="Differences are B - A. Pick run A in the sidebar.")
-name_b = ss.w_compare_b
+# compare_b: the newest other run that loads unless one was picked (state.resolve_view's page default)
+state.bound(st.selectbox, "Run B, compared with run A (the sidebar's run)", "compare_b", options=list(by_name),
+            format_func=lambda name: state.run_label(by_name[name]), help="Differences are B - A. Pick run A in the sidebar.")
+name_b = ss.compare_b
 try:
     run_b = loaders.load_run(by_name[name_b])
 except store.ArtifactError as exc:
@@ -124,12 +118,11 @@ codes = compare_runs.agreement_outcomes(compared["label"].to_numpy(), compared["
 disagree = pd.Series((codes <= compare_runs.B_ONLY).astype(int), index=compared.index)
 per_patient = disagree.groupby(compared["patient_id"].to_numpy()).agg(["size", "sum"])
 pids = [p for p in loaders.patients(run_a)["patient_id"] if p in per_patient.index]  # test patients first
-ss.w_compare_patient = ss.patient if ss.patient in per_patient.index else pids[0]
-st.selectbox("Patient", pids, key="w_compare_patient",
-             format_func=lambda p: f"{p} · {per_patient.at[p, 'size']:,} patches · "
-                                   f"{per_patient.at[p, 'sum']:,} where the calls differ",
-             on_change=lambda: state.set_patient(ss.w_compare_patient))
-patient_id = ss.w_compare_patient
+patient_id = state.fit_patient(pids)  # the open patient, or the first both runs scored here
+state.bound(st.selectbox, "Patient", "patient", options=pids,
+            format_func=lambda p: f"{p} · {per_patient.at[p, 'size']:,} patches · "
+                                  f"{per_patient.at[p, 'sum']:,} where the calls differ",
+            on_change=lambda: ss.update(patch=None))
 slide = loaders.slide(run_a, patient_id)
 rows = slide.rows
 prob_a = rows["prob"].to_numpy(np.float64)

@@ -30,7 +30,7 @@ patient_ids = sorted(every_row["patient_id"].unique())
 progress = loaders.progress(run, reviews)
 if st.toggle("Only unreviewed patients", key="gallery_only_unreviewed",
              help="Only the patients whose slide is not marked done, in the patient list and in 'all patients'"):
-    patient_ids = [p for p in patient_ids if progress.at[str(p), "progress"] != selection.PROGRESS[2]]
+    patient_ids = selection.unreviewed(patient_ids, progress)
     data_rows = every_row[every_row["patient_id"].isin(patient_ids)]
 else:
     data_rows = every_row
@@ -85,21 +85,13 @@ def _make_current(row: int) -> None:
 
 
 # One card is current: the target of the review keys (st.button binds one shortcut per button, so a
-# gallery of cards each with its own verdict buttons could not share J/K/A/W/U). The page follows it.
-# A new list (another mode, patient, error kinds, order or split) starts at its first patch; a list
-# that only changed (a patch reviewed out of the queue, a new threshold) keeps its current patch.
+# gallery of cards each with its own verdict buttons could not share J/K/A/W/U). The page follows it;
+# a new list (another mode, patient, error kinds, order or split) starts at its first patch
+# (state.fit_gallery, the one place besides the callbacks that settles the current card and page).
 listing = (mode, str(patient), split, bool(ss.get("gallery_only_unreviewed")),
            tuple(sorted(kinds)) if mode == ERRORS else (order, spread))
-if ss.get("gallery_listing") != listing:
-    ss.gallery_listing, ss.gallery_current = listing, None
-    if ss.get("gallery_page", 1) != 1:
-        ss.gallery_page = 1
-found_at = -1 if ss.get("gallery_current") is None else items.index.get_indexer([ss.gallery_current])[0]
-position, page = selection.focus_position(len(items), None if found_at < 0 else int(found_at),
-                                          ss.get("gallery_page", 1), PER_PAGE)
-if ss.get("gallery_page", 1) != page:  # only when it moves: a write is the widget's new value (and logs a warning)
-    ss.gallery_page = page
-current = ss.gallery_current = int(items.index[position])
+position = state.fit_gallery(listing, items.index, PER_PAGE)
+current = int(items.index[position])
 previous = int(items.index[position - 1]) if position > 0 else None
 following = int(items.index[position + 1]) if position + 1 < len(items) else None
 

@@ -1,7 +1,7 @@
 """Cohort overview: metrics at the threshold on a split, curves, calibration, per-patient table."""
 import streamlit as st
 
-from app import charts, cohort, exports, loaders, state, ui
+from app import charts, cohort, exports, loaders, selection, state, ui
 from pipeline import agreement, evaluate, metrics
 
 DATASET, REVIEWED = "Dataset labels", "Reviewed labels"
@@ -122,13 +122,23 @@ st.subheader("Per patient")
 ui.scope_caption(f"{scope}, at threshold {threshold:.3f}; select a row to open the patient")
 if data.unlabelled_text:
     st.caption(f":material/label_off: Patients without labels are not listed: {data.unlabelled_text}")
-per_patient = evaluate.per_patient_table(data.rows, threshold)
-per_patient["review"] = per_patient["patient_id"].astype(str).map(loaders.progress_texts(run, reviews)).to_numpy()
-n_errors = int(per_patient["errors"].sum())
+every_patient = evaluate.per_patient_table(data.rows, threshold)
+every_patient["review"] = every_patient["patient_id"].astype(str).map(loaders.progress_texts(run, reviews)).to_numpy()
+n_errors = int(every_patient["errors"].sum())
 st.caption(f"Share of errors: each patient's false positives + false negatives as a % of the split's {n_errors:,} "
-           f"errors at this threshold ({int(per_patient['false_pos'].sum()):,} FP, "
-           f"{int(per_patient['false_neg'].sum()):,} FN; FP and FN shares likewise). Rows are in patient order; "
+           f"errors at this threshold ({int(every_patient['false_pos'].sum()):,} FP, "
+           f"{int(every_patient['false_neg'].sum()):,} FN; FP and FN shares likewise). Rows are in patient order; "
            "click a column header to sort, e.g. by share of errors to see which patients the errors come from.")
+only_unreviewed = st.toggle("Only unreviewed patients", key="overview_only_unreviewed",
+                            help="List only the patients whose slide is not marked done (shares stay those of the "
+                                 "whole split)")
+if only_unreviewed:
+    kept = selection.unreviewed(every_patient["patient_id"].astype(str), progress)
+    per_patient = every_patient[every_patient["patient_id"].astype(str).isin(kept)].reset_index(drop=True)
+    st.caption(f":material/filter_alt: {len(per_patient):,} of {len(every_patient):,} patients: the slides not "
+               "marked done")
+else:
+    per_patient = every_patient
 
 
 def _open_selected_patient() -> None:
@@ -159,5 +169,5 @@ st.dataframe(
                   "specificity", "errors", "error_share_pct", "false_pos", "fp_share_pct", "false_neg", "fn_share_pct"),
 )
 st.download_button("Download per-patient table (CSV)", lambda: exports.csv_bytes(per_patient.assign(threshold=threshold)),
-                   file_name=f"{run.name}_{split}_per_patient.csv", mime="text/csv", icon=":material/download:",
+                   file_name=f"{run.name}_{split}_per_patient{'_unreviewed' * only_unreviewed}.csv", mime="text/csv", icon=":material/download:",
                    on_click="ignore")

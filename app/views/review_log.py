@@ -1,4 +1,8 @@
-"""Reviews: every verdict given in this run, filterable, exportable, each row opening its patch.
+"""Reviews: every verdict given on this run's patches, filterable, exportable, each row opening its patch.
+
+Reviews live in the cohort's review store, shared by every run of the same data. Several reviewers'
+verdicts on a patch are independent opinions: a reviewer's newer verdict supersedes only their own
+older one (pipeline.agreement.latest_per_reviewer), never another reviewer's.
 
 Reviews are matched to their patches by identity (patient, x, y), not by the row they were stored
 with, so a re-ingest into the run folder cannot attach a review to another patch; reviews of
@@ -7,6 +11,7 @@ patches the run no longer has are listed apart, never dropped.
 import streamlit as st
 
 from app import exports, selection, state, ui
+from pipeline import agreement
 from pipeline.reviews import VERDICTS
 
 ss = st.session_state
@@ -18,12 +23,16 @@ reviews = ui.reviews_or_stop(run)
 everything = reviews.every
 if everything.empty:
     st.info("No reviews yet. Open a patch in the inspector (or from the errors gallery) and save a verdict; "
-            "reviews are stored in this run folder and listed here.", icon=":material/rate_review:")
+            f"reviews are stored in the cohort's review store, `{reviews.file}` in the runs folder, shared by "
+            "every run of the same data, and listed here.",
+            icon=":material/rate_review:")
     st.stop()
 
-latest, missing = reviews.latest, reviews.not_in_run
-st.caption(f"{len(everything):,} reviews of {len(latest):,} patches by {everything['reviewer'].nunique():,} "
-           f"reviewer(s), stored in `{reviews.file}`.")
+missing = reviews.not_in_run
+found = reviews.found
+latest = agreement.latest_per_reviewer(found) if len(found) else found  # each reviewer's latest verdict per patch
+st.caption(f"{len(everything):,} reviews of {found['row'].nunique():,} patches by {everything['reviewer'].nunique():,} "
+           f"reviewer(s), stored in `{reviews.file}` (the cohort's review store, shared by every run of the same data).")
 if reviews.moved:
     st.info(f"{reviews.moved:,} review{'s were' if reviews.moved > 1 else ' was'} given when this run's manifest "
             "had other rows (the data was "
@@ -35,11 +44,14 @@ if len(missing):
                icon=":material/warning:")
 counts = latest["verdict"].value_counts()
 for col, (verdict, text) in zip(st.columns(len(VERDICTS)), VERDICTS.items()):
-    col.metric(f"{text} (latest per patch)", f"{int(counts.get(verdict, 0)):,}")
+    col.metric(f"{text} (each reviewer's latest)", f"{int(counts.get(verdict, 0)):,}",
+               help="Each reviewer's latest verdict on each patch: one row per patch and reviewer")
 
 history_col, verdict_col, reviewer_col = st.columns([2, 3, 2], vertical_alignment="bottom")
 show_history = history_col.toggle("Include superseded reviews", key="reviews_history",
-                                  help="A newer review of a patch supersedes the older one; both are kept.")
+                                  help="A reviewer's newer verdict on a patch supersedes only their own older "
+                                       "one (other reviewers' verdicts are independent opinions, all listed); "
+                                       "every review is kept.")
 verdicts = verdict_col.pills("Verdict", list(VERDICTS), selection_mode="multi", default=list(VERDICTS),
                              format_func=VERDICTS.get, key="reviews_verdicts")
 reviewers = sorted(everything["reviewer"].unique())
