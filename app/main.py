@@ -51,5 +51,5 @@ if run is not None:
     ui.provenance_caption(run)
     try:
         navigation.run()
-    finally:  # also after a page stops early, so the URL always matches what is shown
+    finally:  # also after an exception; a page that stops early syncs it first (state.stop)
         state.sync_url()

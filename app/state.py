@@ -142,6 +142,13 @@ def sync_url() -> None:
         st.query_params.from_dict(wanted)
 
 
+def stop() -> None:
+    """End the page here (``st.stop``), with the URL synced first: the one way a page stops early, so
+    the link always names what is shown, whatever Streamlit lets run after a stop."""
+    sync_url()
+    st.stop()
+
+
 def fragment(body: Callable) -> Callable:
     """``st.fragment`` that keeps the URL in sync: the one way the app makes a fragment.
 

@@ -100,7 +100,7 @@ def reviews_or_stop(run: store.Run) -> RunReviews:
     reviews = loaders.run_reviews(run)
     reviews_problem(reviews)
     if reviews.problem:
-        st.stop()
+        state.stop()
     return reviews
 
 

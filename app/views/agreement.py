@@ -20,7 +20,7 @@ found = reviews.found
 if found.empty:
     st.info("No reviews yet. Agreement is measured on patches that two or more reviewers reviewed.",
             icon=":material/groups:")
-    st.stop()
+    state.stop()
 labels = selection.labelled_rows(run.table[["patient_id", "x", "y", "label"]])  # unlabelled patches have no label to agree with
 report = agreement.agreement_report(found, labels)
 st.caption(f"{report.n_reviews:,} reviews of {report.n_patches:,} patches by {report.n_reviewers:,} reviewer(s); "
@@ -66,7 +66,7 @@ st.subheader("Disagreements to resolve")
 queue = report.disagreements
 if queue.empty:
     st.success("No patch has reviewers whose latest verdicts differ.", icon=":material/check_circle:")
-    st.stop()
+    state.stop()
 rows = found.drop_duplicates(["patient_id", "x", "y"]).astype({"x": "int64", "y": "int64"})
 queue = queue.astype({"x": "int64", "y": "int64"}).merge(rows[["patient_id", "x", "y", "row"]],
                                                           on=["patient_id", "x", "y"], how="left")

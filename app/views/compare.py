@@ -31,7 +31,7 @@ if not others:
             "e.g. with another architecture, then reload this page.", icon=":material/compare_arrows:")
     st.code(f"python -m pipeline run --data {run_a.meta.get('data_root', 'DIR')} --out "
             f"{loaders.runs_dir()}/{run_a.name}-plain --arch plain", language="bash")
-    st.stop()
+    state.stop()
 by_name = {p.name: p for p in others}
 # compare_b: the newest other run that loads unless one was picked (state.resolve_view's page default)
 state.bound(st.selectbox, "Run B, compared with run A (the sidebar's run)", "compare_b", options=list(by_name),
@@ -42,14 +42,14 @@ try:
 except store.ArtifactError as exc:
     st.error(f"Run B ({name_b}) cannot be opened: {loaders.public_message(exc, by_name[name_b])}",
              icon=":material/error:")
-    st.stop()
+    state.stop()
 if run_b.synthetic and not run_a.synthetic:  # A's banner is drawn by app/main.py
     ui.synthetic_banner(run_b)
 try:
     pairs = loaders.run_pairs(run_a, run_b)
 except UsageError as exc:
     st.error(str(exc), icon=":material/error:")
-    st.stop()
+    state.stop()
 st.markdown(f"**A** = `{run_a.name}` ({run_a.meta.get('arch', '?')}) · **B** = `{run_b.name}` "
             f"({run_b.meta.get('arch', '?')}) · differences are B - A"
             + (" · both SYNTHETIC" if run_a.synthetic and run_b.synthetic else ""))
@@ -74,7 +74,7 @@ ui.scope_caption(f"{where}: {counts['patients']:,} patient{'s' * (counts['patien
 if not len(paired.rows):
     st.warning(f"No patch is in {where}: the runs' splits differ. Pick another split in the sidebar "
                "(e.g. all splits).", icon=":material/warning:")
-    st.stop()
+    state.stop()
 
 # --------------------------------------------------------------------------- the figures
 if paired.boot is None:
@@ -165,7 +165,7 @@ ui.scope_caption(f"{who}: {len(items):,} of {len(source):,} patches where exactl
                  f"(A at {ta:.3f}, B at {tb:.3f}), the largest |P_A - P_B| first")
 if not len(items):
     st.success("The two runs make the same call on every patch here.", icon=":material/check_circle:")
-    st.stop()
+    state.stop()
 number = st.pagination(selection.n_pages(len(items), PER_PAGE), key="compare_gallery_page")
 start, stop = selection.page_bounds(len(items), number, PER_PAGE)
 shown = items.iloc[start:stop].join(run_a.table[["patient_id", "x", "y", "label"]])

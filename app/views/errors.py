@@ -73,7 +73,7 @@ if n_unlabelled:
                                            else "they are in the queue, ordered by uncertainty like the others."))
 if not len(items):
     st.success("Nothing to show here at this threshold.", icon=":material/check_circle:")
-    st.stop()
+    state.stop()
 
 
 def _page_turned() -> None:

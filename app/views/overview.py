@@ -27,7 +27,7 @@ data = loaders.split_data(run, split, labels)
 scope = cohort.scope_text(split, data.described)
 if not len(data.every_row):
     st.info(f"The {split} split of this run has no patients. Pick another split in the sidebar.")
-    st.stop()
+    state.stop()
 if not len(data.rows):  # every patch unlabelled: no metric is defined, the predictions still are
     where = "across all splits" if split == "all" else f"of the {split} split"
     st.info(cohort.NO_LABELS_TEXT.format(where=where), icon=":material/label_off:")
@@ -43,7 +43,7 @@ if not len(data.rows):  # every patch unlabelled: no metric is defined, the pred
     log_counts = st.toggle("Log count axis", key="histogram_log", help="Shows small classes and sparse bins")
     st.plotly_chart(charts.histogram_figure(cohort.unlabelled_histogram(every["prob"].to_numpy()), threshold,
                                             log_counts), key="histogram")
-    st.stop()
+    state.stop()
 ui.scope_caption(f"{scope}, at threshold {threshold:.3f}")
 if data.unlabelled_text:
     st.caption(f":material/label_off: {data.unlabelled_text}")

@@ -26,7 +26,7 @@ if everything.empty:
             f"reviews are stored in the cohort's review store, `{reviews.file}` in the runs folder, shared by "
             "every run of the same data, and listed here.",
             icon=":material/rate_review:")
-    st.stop()
+    state.stop()
 
 missing = reviews.not_in_run
 found = reviews.found
