@@ -244,6 +244,20 @@ def _keys_for_open_patch(run: store.Run, row: int, pid: str, threshold: float) -
     review_keys(run, row, threshold, previous, following, move=lambda r: state.open_patch(pid, r), key="patch_keys")
 
 
+def first_patch_key(run: store.Run, pid: str, threshold: float) -> None:
+    """With no patch open on the slide: J opens the patient's first error at the threshold (its first
+    patch in reading order when it has none), so reviewing by keys starts without a click."""
+    rows = loaders.slide(run, pid).rows
+    steps = selection.step_order(rows, threshold, "errors")
+    what = "first error" if steps else "first patch"
+    steps = steps or selection.step_order(rows, threshold, "all")
+    if not steps:
+        return
+    st.button(f"Open the {what}", icon=":material/arrow_downward:", key="patch_keys_start", shortcut=NEXT_KEY,
+              on_click=state.open_patch, args=(pid, steps[0]),
+              help=f"Open this patient's {what} at threshold {threshold:.3f} (key {NEXT_KEY}); then {KEYS_HELP}")
+
+
 def _review_form(run: store.Run, row: int, pid: str, x: int, y: int, threshold: float) -> None:
     ss = st.session_state
     reviews = loaders.run_reviews(run)

@@ -116,6 +116,24 @@ def test_inspector_keys_step_through_the_patients_errors(monkeypatch, run_dir):
     assert at.session_state.patch == selection.neighbours(selection.step_order(rows, threshold, "all"), steps[0])[1]
 
 
+def test_in_the_patient_viewer_j_opens_the_first_error_when_no_patch_is_open(monkeypatch, run_dir):
+    run = store.load_run(run_dir)
+    patient = str(run.table.at[int(run.table[run.table["label"] == 1]["prob"].idxmin()), "patient_id"])
+    rows = run.table[run.table["patient_id"] == patient]
+    threshold = an_error_threshold(run)
+    at = start(monkeypatch, run_dir, "views/patient.py", patient=patient, threshold=repr(threshold))
+    assert not at.exception and at.session_state.patch is None
+    start_button = at.button(key="patch_keys_start")
+    assert start_button.proto.shortcut.upper() == patch_panel.NEXT_KEY and shortcuts(at)[patch_panel.NEXT_KEY] == 1
+    assert start_button.label == "Open the first error"
+    start_button.click().run()
+    assert not at.exception
+    first = selection.step_order(rows, threshold, "errors")[0]
+    assert at.session_state.patch == first and at.query_params["patch"] == str(first)
+    assert shortcuts(at)[patch_panel.NEXT_KEY] == 1  # now the open patch's Next carries J
+    assert at.button(key="patch_keys_next").proto.shortcut.upper() == patch_panel.NEXT_KEY
+
+
 def test_grad_cam_of_a_false_negative_defaults_to_the_models_own_call(monkeypatch, run_dir):
     run = store.load_run(run_dir)
     row = int(run.table[run.table["label"] == 1]["prob"].idxmin())

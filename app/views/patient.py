@@ -130,6 +130,8 @@ def slide_view() -> None:
     ui.patch_picker(rows, outcome, "Patch (or click it on the slide)")
     if selected is not None:
         patch_panel.render(run, selected, threshold)
+    else:
+        patch_panel.first_patch_key(run, patient_id, threshold)
 
 
 slide_view()
