@@ -24,7 +24,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from pipeline.errors import UsageError
-from pipeline.names import MASK_DIR, PATCH_SIZE, SYNTHETIC_MARKER
+from pipeline.names import MASK_DIR, PATCH_NAME, PATCH_SIZE, SYNTHETIC_MARKER
 from pipeline.synth.render import render_slide
 
 # Written first (hidden, so ingest ignores it) and removed once the marker exists: it lists the
@@ -126,6 +126,39 @@ def _previous_cohort(out: Path) -> set[str] | None:
     return own
 
 
+def _is_ours(rel: Path, is_dir: bool) -> bool:
+    """Whether an entry inside a cohort's patient or mask folder is one generate_cohort writes:
+    ``<pid>/<0|1>/``, a patch PNG of that patient and label, the mask ``MASK_DIR/<pid>.png``, or the
+    temporary dot-name of one of those files that an interrupted write left."""
+    parts = rel.parts
+    if parts[0] == MASK_DIR:
+        name = parts[-1][1:-4] if parts[-1].startswith(".") and parts[-1].endswith(".tmp") else parts[-1]
+        return len(parts) == 2 and not is_dir and name.endswith(".png") and name[:-4].isdigit()
+    if len(parts) == 2:
+        return is_dir and parts[1] in ("0", "1")
+    if len(parts) != 3 or is_dir or parts[1] not in ("0", "1"):
+        return False
+    name = parts[2][1:-4] if parts[2].startswith(".") and parts[2].endswith(".tmp") else parts[2]
+    found = PATCH_NAME.fullmatch(name)
+    return bool(found) and found["pid"] == parts[0] and found["label"] == parts[1]
+
+
+def _foreign_inside(out: Path, folders) -> list[str]:
+    """What is inside ``out``'s own patient (and mask) folders that generate_cohort did not write."""
+    found = []
+    for name in sorted(folders):
+        folder = out / name
+        if name in _RECORDS - {MASK_DIR} or not folder.is_dir() or folder.is_symlink():
+            if folder.is_symlink():
+                found.append(name)
+            continue
+        for path in sorted(folder.rglob("*")):
+            rel = path.relative_to(out)
+            if path.is_symlink() or not _is_ours(rel, path.is_dir()):
+                found.append(str(rel))
+    return found
+
+
 def _clear_previous(out: Path, new_ids: list[str]) -> None:
     """Make ``out`` ready for a new cohort: empty, or an earlier synthetic cohort that is replaced.
 
@@ -144,6 +177,7 @@ def _clear_previous(out: Path, new_ids: list[str]) -> None:
             f"wrote: refusing to write into it (nothing was changed). Pass --out a new or empty folder."
         )
     foreign = [name for name in entries if name not in own]
+    foreign += _foreign_inside(out, [name for name in entries if name in own])  # a user's file in our folder
     if foreign:
         shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
         raise UsageError(

@@ -166,6 +166,19 @@ def test_synth_refuses_a_cohort_holding_what_it_did_not_write(tmp_path, capsys):
     assert tree_checksums(cohort) == before
 
 
+def test_synth_refuses_a_cohort_with_a_users_file_inside_its_own_folders(tmp_path, capsys):
+    from pipeline.synth import generate_cohort
+
+    cohort = tmp_path / "cohort"
+    generate_cohort(cohort, n_patients=1, seed=3, workers=1, progress=False)
+    patient = next(p for p in cohort.iterdir() if p.name.isdigit())
+    (patient / "0" / "my notes.txt").write_text("seen under the microscope")
+    before = tree_checksums(cohort)
+    code, _, err = run_cli(capsys, "synth", "--out", cohort, "--patients", "2")
+    assert code == 2 and str(cohort) in err and "my notes.txt" in err
+    assert tree_checksums(cohort) == before
+
+
 def test_synth_replaces_its_own_cohort_even_an_interrupted_one(tmp_path):
     from pipeline.synth import IN_PROGRESS, generate_cohort
 
