@@ -170,8 +170,13 @@ def test_overview_tiles_show_intervals_that_follow_the_threshold(monkeypatch, ti
     assert f"95% CI {f1['low']:.3f} to {f1['high']:.3f}" in _tile_lines(at)[TILE_KEYS.index("f1")]
     before = _tile_lines(at)
 
-    prob = evaluate.split_rows(store.load_run(tiny_run).table, "all")["prob"]
-    threshold = float(np.median(np.unique(prob)))  # inside the scores' range, whatever the tiny model learnt
+    prob = evaluate.split_rows(store.load_run(tiny_run).table, "all")["prob"].to_numpy()
+    # A score of the tiny model's own that moves some patch across, whatever it learnt (on some CPUs its
+    # two epochs learn next to nothing and every patch gets nearly the same score).
+    unique = np.unique(prob)
+    assert len(unique) > 1, "the tiny model gives every patch the same score: no threshold can move a metric"
+    threshold = next(float(t) for t in (unique[len(unique) // 2], unique[-1], unique[0])
+                     if ((prob >= t) != (prob >= 0.5)).any())
     at.number_input(key="w_threshold_number").set_value(threshold).run()
     assert not at.exception and at.session_state.threshold == threshold
     after = _tile_lines(at)
