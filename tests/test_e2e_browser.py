@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.bench_browser import wait_idle  # the bench's own "page settled" (script done, nothing stale)
 from pipeline import evaluate, metrics, store
 from tests.apptest_helpers import CHROMIUM, browser_page, free_port, wait_until_healthy
 
@@ -59,8 +60,11 @@ def metric_value(page, label: str):
 
 
 def open_page(page, title: str) -> None:
+    """Switch page in the sidebar and wait until it has settled: the script done and no element of the
+    page before left (a stale table there would take a click meant for this page's)."""
     page.locator('[data-testid="stSidebarNav"] a').filter(has_text=title).click()
     page.get_by_role("heading", name=title).wait_for(timeout=TIMEOUT_MS)
+    wait_idle(page)
 
 
 def threshold_that_changes_the_metrics(rows) -> float:
