@@ -105,13 +105,23 @@ def to_markdown(table: pd.DataFrame, minutes: float) -> str:
             f"each model trained for at most {minutes:g} min on 2 CPU cores.\n\n")
     cols = ["architecture", "f1", "balanced_accuracy", "roc_auc", "pr_auc", "roc_auc_patch", "params", "epochs",
             "train_patches_per_s", "score_patches_per_s"]
+    figures = ("f1", "balanced_accuracy", "roc_auc", "pr_auc", "roc_auc_patch")
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    undefined = False
     for r in table[cols].itertuples(index=False):
-        cells = [f"{v:.3f}" if isinstance(v, (float, np.floating)) and c in ("f1", "balanced_accuracy", "roc_auc", "pr_auc", "roc_auc_patch")
-                 else (f"{v:,.0f}" if isinstance(v, (int, float, np.integer, np.floating)) else str(v))
-                 for c, v in zip(cols, r)]
+        cells = []
+        for c, v in zip(cols, r):
+            if c in figures and isinstance(v, (float, np.floating)) and not np.isfinite(v):
+                cells.append("n/a")  # never a bare nan: the footnote says why
+                undefined = True
+            elif c in figures and isinstance(v, (float, np.floating)):
+                cells.append(f"{v:.3f}")
+            else:
+                cells.append(f"{v:,.0f}" if isinstance(v, (int, float, np.integer, np.floating)) else str(v))
         lines.append("| " + " | ".join(cells) + " |")
-    return head + "\n".join(lines) + "\n"
+    note = ("\n\nn/a: not defined on this test split (all its patches have one label, or the model called every patch "
+            "one class); each run's evaluation.json says which and why.") if undefined else ""
+    return head + "\n".join(lines) + note + "\n"
 
 
 # --------------------------------------------------------------------------- the `compare` command

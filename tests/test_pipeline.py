@@ -182,3 +182,18 @@ def test_shared_ingest_keeps_a_reruns_finished_stages(tiny_run, tmp_path):
     share_ingest(tiny_run, other)  # a re-run, e.g. of bench/report_real.py: nothing is redone
     assert store.read_meta(other)["stages"]["split"]["fingerprint"] == "fp-split"
     assert (other / store.PATCHES).samefile(tiny_run / store.PATCHES)  # hard-linked, not copied
+
+
+def test_the_compare_table_says_n_a_with_the_reason_never_nan():
+    import pandas as pd
+
+    from pipeline.compare import to_markdown
+
+    row = dict(architecture="separable", f1=0.5, balanced_accuracy=float("nan"), roc_auc=float("nan"), pr_auc=0.4,
+               roc_auc_patch=0.7, params=45601, epochs=2, train_patches_per_s=500.0, score_patches_per_s=2000.0,
+               test_patients=3, test_patches=812)
+    text = to_markdown(pd.DataFrame([row]), minutes=1)
+    assert "nan" not in text.lower()
+    assert "| separable | 0.500 | n/a | n/a | 0.400 | 0.700 | 45,601 | 2 | 500 | 2,000 |" in text
+    assert "n/a: not defined on this test split" in text
+    assert "n/a" not in to_markdown(pd.DataFrame([{**row, "balanced_accuracy": 0.6, "roc_auc": 0.8}]), minutes=1)
