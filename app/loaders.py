@@ -354,17 +354,13 @@ def _full_resolution_patch(_run: store.Run, key: str, patient_id: str, x: int, y
 # --------------------------------------------------------------------------- model explanations
 @st.cache_resource(max_entries=2, show_spinner="Loading the model for Grad-CAM (first time only)...")
 def _explainer(_run: store.Run, key: str):
-    import keras
-
     from model.explain import Explainer
     from model.architectures import LAST_CONV
 
     if _run.cam_unavailable:  # imported scores, or a user's model without a layer to explain
         raise store.ArtifactError(_run.cam_unavailable)
-    path = _run.path / store.MODEL
-    if not path.exists():
-        raise store.ArtifactError(f"{path} is missing; Grad-CAM needs the trained model: re-run the pipeline.")
-    return Explainer(keras.models.load_model(path, compile=False), _run.meta.get("cam_layer") or LAST_CONV)
+    model = store.read_model(_run.path, compile=False, why="Grad-CAM needs the trained model")
+    return Explainer(model, _run.meta.get("cam_layer") or LAST_CONV)
 
 
 def cams(run: store.Run, rows: tuple[int, ...], method: str, target: int = 1) -> np.ndarray:

@@ -71,7 +71,7 @@ def main(argv=None) -> int:
         from pipeline import store
 
         run = store.load_run(args.run)
-        model, layer = keras.models.load_model(run.path / store.MODEL), run.meta["cam_layer"]
+        model, layer = store.read_model(run.path, compile=False), run.meta["cam_layer"]
         rows = rng.choice(len(run.patches), size=min(64, len(run.patches)), replace=False)
         patches = np.asarray(run.patches[np.sort(rows)])
         source = f"run {run.path}"

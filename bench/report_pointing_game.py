@@ -37,8 +37,6 @@ def mixed_positive_patches(run: store.Run, split: str, max_patches: int, seed: i
 
 
 def main(argv=None) -> int:
-    import keras
-
     from model.explain import METHODS, Explainer, pointing_game
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -54,7 +52,7 @@ def main(argv=None) -> int:
     if len(rows) == 0:
         print("no positive patches with both IDC and non-IDC tissue in that split")
         return 2
-    explainer = Explainer(keras.models.load_model(run.path / store.MODEL), run.meta["cam_layer"])
+    explainer = Explainer(store.read_model(run.path, compile=False), run.meta["cam_layer"])
     patches = np.asarray(run.patches[rows])
     print(f"pointing game on {args.run} ({args.split} split, SYNTHETIC): {len(rows)} IDC-positive patches "
           f"with both IDC and non-IDC tissue, from {run.table.loc[rows, 'patient_id'].nunique()} patients")

@@ -45,11 +45,9 @@ def share_ingest(first: Path, other: Path, force: bool = False) -> None:
 
 
 def _scoring_rate(run_dir: Path, n: int = 4096) -> float:
-    import keras
-
     from model.predict import predict_probabilities
 
-    model = keras.models.load_model(run_dir / store.MODEL)
+    model = store.read_model(run_dir)
     patches = store.read_patches(run_dir)[:n]
     predict_probabilities(model, patches[:256])  # trace once
     t0 = time.perf_counter()

@@ -57,15 +57,6 @@ def fit_calibration(prob: np.ndarray, labels: np.ndarray) -> dict:
 
 
 # --------------------------------------------------------------------------- the score stage
-def _load_model(run_dir: Path):
-    import keras  # TensorFlow is imported only when a model is needed
-
-    path = run_dir / store.MODEL
-    if not path.exists():
-        raise store.ArtifactError(f"{path} is missing; train it with `python -m pipeline run --out {run_dir}`.")
-    return keras.models.load_model(path)
-
-
 def final_scores(raw, manifest, val, calibration: dict | None = None, use_context: bool = True,
                  context_params: dict | None = None,
                  labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, dict, dict | None]:
@@ -104,7 +95,7 @@ def stage_score(run_dir: Path, upstream_fp: str, tta: bool, calibration: dict | 
     fp = store.fingerprint(upstream_fp, tta, calibration, use_context and context.VERSION, context_params)
     if store.stage_done(run_dir, "score", fp, store.SCORES):
         return fp
-    model = _load_model(run_dir)
+    model = store.read_model(run_dir)
     patches = store.read_patches(run_dir)
     from model.predict import predict_probabilities
 

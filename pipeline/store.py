@@ -147,6 +147,24 @@ def fingerprint(*parts) -> str:
     return h.hexdigest()[:16]
 
 
+# --------------------------------------------------------------------------- the trained model
+def read_model(run_dir: Path | str, compile: bool = True, why: str = ""):
+    """The run's ``model.keras`` (Keras imported only here, when a model is needed); ``compile=False``
+    for inference and Grad-CAM. ArtifactError naming the file and the fix when it is missing or
+    unreadable; ``why`` says what needs it (e.g. "Grad-CAM needs the trained model")."""
+    path = Path(run_dir) / MODEL
+    fix = f"re-run `python -m pipeline run --out {Path(run_dir)}` to train it"
+    lead = f"{why}: " if why else ""
+    if not path.exists():
+        raise ArtifactError(f"{lead}{path} is missing; {fix}.")
+    import keras
+
+    try:
+        return keras.models.load_model(path, compile=compile)
+    except (OSError, ValueError, EOFError) as exc:  # truncated zip, not a Keras archive, a bad config
+        raise ArtifactError(f"{lead}{path} is unreadable ({type(exc).__name__}: {exc}); move it aside and {fix}.") from None
+
+
 # --------------------------------------------------------------------------- run metadata
 def read_meta(run_dir: Path | str) -> dict:
     path = Path(run_dir) / RUN_META

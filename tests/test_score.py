@@ -52,3 +52,21 @@ def test_predict_probabilities_rows_tta_and_release():
     assert predict._compiled.cache_info().currsize == 2  # one compiled function per (model, tta)
     predict.release_compiled()
     assert predict._compiled.cache_info().currsize == 0
+
+
+def test_a_missing_or_garbage_model_is_named_with_the_fix(tmp_path, tiny_run):
+    import shutil
+
+    import pytest
+
+    from pipeline import store
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns(f"{store.REVIEWS}*"))
+    assert store.read_model(run, compile=False).input_shape == (None, 50, 50, 3)
+    (run / store.MODEL).write_bytes(b"not a keras archive")
+    with pytest.raises(store.ArtifactError, match=r"model\.keras is unreadable .*move it aside and re-run"):
+        store.read_model(run, why="Grad-CAM needs the trained model")
+    (run / store.MODEL).unlink()
+    with pytest.raises(store.ArtifactError, match=r"^Grad-CAM needs the trained model: .*model\.keras is missing"):
+        store.read_model(run, why="Grad-CAM needs the trained model")
