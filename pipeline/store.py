@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipeline import exports
 from pipeline.names import DATASET_MPP, PATCH_SIZE
 
 RUN_META = "run.json"
@@ -266,8 +267,10 @@ def read_patches(run_dir: Path | str) -> np.ndarray:
 
 
 def write_ingest_report(run_dir: Path | str, problems: pd.DataFrame) -> None:
+    """ingest_report.csv: file, reason. File names are the user's data, so the report is written
+    formula-safe (pipeline.exports): a name starting with ``=`` or ``@`` opens as text in a spreadsheet."""
     with atomic_path(Path(run_dir) / INGEST_REPORT) as tmp:
-        problems.to_csv(tmp, index=False)
+        tmp.write_bytes(exports.csv_bytes(problems))
 
 
 def read_ingest_report(run_dir: Path | str) -> pd.DataFrame:
@@ -492,8 +495,8 @@ SOURCE_KINDS = ("trained", "imported", "user_model", "scored_with_run")  # run.j
 def write_score_import_report(run_dir: Path | str, problems: pd.DataFrame) -> None:
     """score_import_report.csv: file, row (1-based data row of the scores file; empty for a patch), reason."""
     df = pd.DataFrame(problems, columns=list(SCORE_IMPORT_COLUMNS))
-    with atomic_path(Path(run_dir) / SCORE_IMPORT_REPORT) as tmp:
-        df.to_csv(tmp, index=False)
+    with atomic_path(Path(run_dir) / SCORE_IMPORT_REPORT) as tmp:  # formula-safe, as the ingest report
+        tmp.write_bytes(exports.csv_bytes(df))
 
 
 def read_score_import_report(run_dir: Path | str) -> pd.DataFrame:

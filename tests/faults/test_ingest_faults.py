@@ -374,3 +374,23 @@ def test_a_data_folder_of_names_that_are_not_utf8_alone_says_so(tmp_path):
         ingest.ingest(root, run, workers=1, progress=False)
     str(exc.value).encode("utf-8")  # printable as it is
     assert "\\xff99" in _reasons(run)
+
+
+def test_the_ingest_report_is_formula_safe_in_a_spreadsheet(tmp_path):
+    from pipeline import ingest, store
+
+    data = tmp_path / "data"
+    (data / "10253" / "0").mkdir(parents=True)
+    (data / "=HYPERLINK(1).png").write_bytes(b"not a png")  # at the top: its report cell starts with '='
+    (data / "@SUM(1)").mkdir()
+    (data / "10253" / "0" / "10253_idx5_x1_y1_class0.png").write_bytes(b"truncated")
+    out = tmp_path / "run"
+    try:
+        ingest.ingest(data, out)
+    except Exception:  # nothing decodable: the report is still written first
+        pass
+    text = (out / store.INGEST_REPORT).read_text()
+    cells = [line.split(",")[0] for line in text.splitlines()[1:]]
+    assert "'=HYPERLINK(1).png" in cells and any(c.startswith("'@SUM(1)") for c in cells), text
+    assert not any(c.startswith(("=", "@", "+", "-")) for c in cells)
+    assert len(store.read_ingest_report(out)) == len(cells)
