@@ -7,8 +7,6 @@ comparison.md in OUT.
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import time
 from pathlib import Path
 
@@ -36,10 +34,7 @@ def share_ingest(first: Path, other: Path, force: bool = False) -> None:
     for name in (store.MANIFEST, store.PATCHES, store.INGEST_REPORT):
         dst = other / name
         if not dst.exists():
-            try:
-                os.link(first / name, dst)
-            except OSError:  # another file system: fall back to a copy
-                shutil.copyfile(first / name, dst)
+            runfolder.link_or_copy(first / name, dst)
     store.update_meta(other, synthetic=meta.get("synthetic"), cohort=meta.get("cohort", {}),
                       data_root=meta.get("data_root"), stages={"ingest": meta["stages"]["ingest"]})
 

@@ -7,6 +7,8 @@ trained run), is resumed; anything else is refused with the fix, or moved aside 
 from __future__ import annotations
 
 import datetime as dt
+import os
+import shutil
 from pathlib import Path
 
 from pipeline import ingest, store
@@ -137,6 +139,15 @@ def _move_aside(out: Path) -> Path:
     aside = aside_path(out)
     out.rename(aside)
     return aside
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
+    """``dst`` as a hard link to ``src`` (an artifact shared by two run folders, no copy), or a copy when
+    they are on different file systems."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def aside_path(out: Path) -> Path:

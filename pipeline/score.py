@@ -14,7 +14,6 @@ patient split of the data, calibrated and thresholded on its val split, measured
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 from pathlib import Path
 
@@ -215,22 +214,15 @@ def _claim_in_place(out: Path, source_run: Path, force: bool) -> None:
     for name in (store.MANIFEST, store.PATCHES, store.INGEST_REPORT, store.TISSUE_MASKS, store.REGION_MASKS):
         src = out / name
         if src.is_dir():  # the ingest is shared, not moved: hard links (a copy on another file system)
-            shutil.copytree(src, aside / name, copy_function=_link_or_copy)
+            shutil.copytree(src, aside / name, copy_function=runfolder.link_or_copy)
         elif src.exists():
-            _link_or_copy(src, aside / name)
+            runfolder.link_or_copy(src, aside / name)
     for name in SCORING_FILES:
         if (out / name).exists():
             (out / name).rename(aside / name)
     store.update_meta(out, source_run=this)  # the folder is this scoring's now, even if it stops half-way
     print(f"--force: {problem}; moved its scores, model, split and evaluation aside to {aside} (with its ingest "
           "linked in, so it opens as before; nothing was deleted)", flush=True)
-
-
-def _link_or_copy(src, dst) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
 
 
 def _unlabelled_report(out: Path, score_fp: str, thresholds: dict, source_run: Path, n_unlabelled: int) -> dict:
