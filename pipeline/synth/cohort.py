@@ -126,36 +126,34 @@ def _previous_cohort(out: Path) -> set[str] | None:
     return own
 
 
-def _is_ours(rel: Path, is_dir: bool) -> bool:
-    """Whether an entry inside a cohort's patient or mask folder is one generate_cohort writes:
-    ``<pid>/<0|1>/``, a patch PNG of that patient and label, the mask ``MASK_DIR/<pid>.png``, or the
-    temporary dot-name of one of those files that an interrupted write left."""
-    parts = rel.parts
-    if parts[0] == MASK_DIR:
-        name = parts[-1][1:-4] if parts[-1].startswith(".") and parts[-1].endswith(".tmp") else parts[-1]
-        return len(parts) == 2 and not is_dir and name.endswith(".png") and name[:-4].isdigit()
-    if len(parts) == 2:
-        return is_dir and parts[1] in ("0", "1")
-    if len(parts) != 3 or is_dir or parts[1] not in ("0", "1"):
+def _is_ours(path: Path, out: Path) -> bool:
+    """Whether an entry inside a cohort's patient or mask folder is one generate_cohort writes: a label
+    folder ``<pid>/<0|1>/``, a patch PNG of that patient and label in it, a mask ``MASK_DIR/<pid>.png``,
+    or the temporary ``.<name>.tmp`` of such a file (_save_png) that an interrupted write left."""
+    if path.is_symlink():
         return False
-    name = parts[2][1:-4] if parts[2].startswith(".") and parts[2].endswith(".tmp") else parts[2]
+    parts = path.relative_to(out).parts
+    if len(parts) == 2 and parts[0] != MASK_DIR:
+        return path.is_dir() and parts[1] in ("0", "1")
+    name = parts[-1][1:-len(".tmp")] if parts[-1].startswith(".") and parts[-1].endswith(".tmp") else parts[-1]
+    if path.is_dir() or len(parts) != (2 if parts[0] == MASK_DIR else 3):
+        return False
+    if parts[0] == MASK_DIR:
+        return name.endswith(".png") and name[:-len(".png")].isdigit()
     found = PATCH_NAME.fullmatch(name)
-    return bool(found) and found["pid"] == parts[0] and found["label"] == parts[1]
+    return bool(found) and (found["pid"], found["label"]) == parts[:2]
 
 
-def _foreign_inside(out: Path, folders) -> list[str]:
-    """What is inside ``out``'s own patient (and mask) folders that generate_cohort did not write."""
+def _foreign_inside(out: Path, own: list[str]) -> list[str]:
+    """What is inside ``out``'s own patient and mask folders (``own``: root entries) that generate_cohort did
+    not write; a root entry that should be a folder and is a link is foreign itself."""
     found = []
-    for name in sorted(folders):
+    for name in sorted(own):
         folder = out / name
-        if name in _RECORDS - {MASK_DIR} or not folder.is_dir() or folder.is_symlink():
-            if folder.is_symlink():
-                found.append(name)
-            continue
-        for path in sorted(folder.rglob("*")):
-            rel = path.relative_to(out)
-            if path.is_symlink() or not _is_ours(rel, path.is_dir()):
-                found.append(str(rel))
+        if folder.is_symlink():
+            found.append(name)
+        elif folder.is_dir():
+            found += [str(p.relative_to(out)) for p in sorted(folder.rglob("*")) if not _is_ours(p, out)]
     return found
 
 
