@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from app import warmup
 
-    threading.Thread(target=warmup.warm_when_ready, name="idc-warmup", daemon=True).start()
+    threading.Thread(target=warmup.warm_when_ready, name=warmup.THREAD_NAME, daemon=True).start()
     sys.argv = ["streamlit", *args[3:]]
     cli.main(prog_name="streamlit")
 

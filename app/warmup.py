@@ -20,9 +20,15 @@ import time
 log = logging.getLogger("idc.warmup")
 
 # Streamlit logs "missing ScriptRunContext" for each cached call made outside a script run; the
-# warm-up's calls are made outside one on purpose (the cache is the runtime's, not a session's).
+# warm-up's calls are made outside one on purpose (the cache is the runtime's, not a session's). The
+# filter drops only this thread's records: the sessions served meanwhile keep every warning.
 _CONTEXT_LOGGERS = ("streamlit.runtime.scriptrunner_utils.script_run_context",
                     "streamlit.runtime.caching.cache_utils")
+THREAD_NAME = "idc-warmup"
+
+
+def _not_from_warmup(record: logging.LogRecord) -> bool:
+    return record.threadName != THREAD_NAME
 
 
 def warm(split: str | None = None) -> str | None:
@@ -61,9 +67,8 @@ def warm_when_ready(timeout_s: float = 60.0) -> None:
             return
         time.sleep(0.05)
     quiet = [logging.getLogger(name) for name in _CONTEXT_LOGGERS]
-    levels = [logger.level for logger in quiet]
     for logger in quiet:
-        logger.setLevel(logging.ERROR)
+        logger.addFilter(_not_from_warmup)
     t0 = time.perf_counter()
     try:
         name = warm()
@@ -71,8 +76,8 @@ def warm_when_ready(timeout_s: float = 60.0) -> None:
         log.warning("warm-up stopped (%s: %s); the first visitor loads the run instead", type(exc).__name__, exc)
         return
     finally:
-        for logger, level in zip(quiet, levels):
-            logger.setLevel(level)
+        for logger in quiet:
+            logger.removeFilter(_not_from_warmup)
     took = time.perf_counter() - t0
     if name is None:
         print(f"  Warm-up: no run to load yet ({took:.1f} s).", flush=True)
