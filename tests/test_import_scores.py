@@ -33,6 +33,18 @@ def write(df: pd.DataFrame, path: Path) -> Path:
     return path
 
 
+def import_bad(capsys, data: Path, scores: pd.DataFrame, path: Path):
+    """Import ``scores`` written to ``path`` (exit 0 expected); (run folder, stdout, the whole report, its
+    row-level lines, all of them naming ``path``'s file)."""
+    out = path.with_name(f"imported-{path.stem}")
+    code, stdout, err = run_cli(capsys, "import-scores", "--data", data, "--scores", write(scores, path), "--out", out)
+    assert code == 0, err
+    report = store.read_score_import_report(out)
+    with_row = report[report["row"] != ""]
+    assert set(with_row["file"]) == {path.name}
+    return out, stdout, report, with_row
+
+
 @pytest.fixture(scope="module")
 def imported_csv(tiny_run, tiny_cohort, tmp_path_factory) -> Path:
     """tiny_run's scores exported to CSV (with split) and imported into a runs folder of its own."""
@@ -203,14 +215,7 @@ def test_split_conflicts_and_bad_values_are_reported_row_by_row(tiny_run, tiny_c
     fine = others[8]
     bad.loc[fine, "x"] = f"{good.loc[fine, 'x']}.0"
     bad.loc[fine, "y"] = f" {good.loc[fine, 'y']} "
-    scores = write(bad, tmp_path / "torn.csv")
-    out = tmp_path / "imported-torn"
-    code, stdout, err = run_cli(capsys, "import-scores", "--data", tiny_cohort, "--scores", scores, "--out", out)
-    assert code == 0, err
-
-    report = store.read_score_import_report(out)
-    with_row = report[report["row"] != ""]
-    assert set(with_row["file"]) == {"torn.csv"}
+    out, stdout, report, with_row = import_bad(capsys, tiny_cohort, bad, tmp_path / "torn.csv")
     assert not with_row["row"].duplicated().any()  # one line per row, every reason in it
     rows = dict(zip(with_row["row"], with_row["reason"]))
     for i, _, reason in edits:
@@ -310,13 +315,7 @@ def test_bad_numbers_in_a_parquet_files_numeric_columns_are_reported_as_written(
     ]
     for i, col, value, _ in edits:
         bad.loc[i, col] = value
-    scores = write(bad, tmp_path / "numeric.parquet")
-    out = tmp_path / "imported-numeric"
-    code, stdout, err = run_cli(capsys, "import-scores", "--data", tiny_cohort, "--scores", scores, "--out", out)
-    assert code == 0, err
-    report = store.read_score_import_report(out)
-    with_row = report[report["row"] != ""]
-    assert set(with_row["file"]) == {"numeric.parquet"}
+    out, stdout, report, with_row = import_bad(capsys, tiny_cohort, bad, tmp_path / "numeric.parquet")
     assert dict(zip(with_row["row"], with_row["reason"])) == {str(i + 1): reason for i, _, _, reason in edits}
     # The other rows' whole-number floats (51.0) are used: only the bad rows' patches lack a score.
     patches = report[report["row"] == ""]
