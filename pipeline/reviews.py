@@ -272,6 +272,13 @@ class RunReviews:
         return _chronological(self.found).drop_duplicates("row", keep="last").sort_values("row", kind="stable")
 
     @property
+    def latest_per_reviewer(self) -> pd.DataFrame:
+        """Each reviewer's latest review of each patch this run has (independent opinions: one reviewer's
+        newer verdict supersedes only their own older one)."""
+        found = self.found
+        return agreement.latest_per_reviewer(found) if len(found) else found
+
+    @property
     def not_in_run(self) -> pd.DataFrame:
         """Reviews naming a patch that is not in this run's manifest (kept in the store, listed apart)."""
         return self.every[self.every["row"] == NOT_IN_RUN]

@@ -11,7 +11,6 @@ patches the run no longer has are listed apart, never dropped.
 import streamlit as st
 
 from app import exports, selection, state, ui
-from pipeline import agreement
 from pipeline.reviews import VERDICTS
 
 ss = st.session_state
@@ -30,7 +29,7 @@ if everything.empty:
 
 missing = reviews.not_in_run
 found = reviews.found
-latest = agreement.latest_per_reviewer(found) if len(found) else found  # each reviewer's latest verdict per patch
+latest = reviews.latest_per_reviewer
 st.caption(f"{len(everything):,} reviews of {found['row'].nunique():,} patches by {everything['reviewer'].nunique():,} "
            f"reviewer(s), stored in `{reviews.file}` (the cohort's review store, shared by every run of the same data).")
 if reviews.moved:
